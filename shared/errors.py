@@ -1,0 +1,122 @@
+"""Fleetline's exceptions.
+
+    FleetlineError
+    ├── ConfigError                 invalid settings at start-up
+    ├── SpecError                   a job spec refused at the edge (field path + reason)
+    ├── AdmissionError              a valid spec refused by policy
+    │   └── KillSwitchTripped       a spend kill switch is on
+    ├── JobNotFound                 no job record with that id
+    ├── ConcurrencyError            a compare-and-set lost to another writer
+    ├── StoreUnavailable            Redis did not answer in time
+    └── ModelError                  a provider call failed
+        ├── RetryableModelError     worth another attempt
+        │   ├── RateLimited         429, with the provider's Retry-After
+        │   ├── ProviderServerError 5xx
+        │   ├── ModelTimeout        the call ran out of time
+        │   └── ModelConnectionError
+        └── PermanentModelError     retrying cannot help
+            ├── ModelAuthError      401/403
+            └── ModelBadRequest     other 4xx
+
+Messages default to the class docstring.
+"""
+
+from __future__ import annotations
+
+
+class FleetlineError(Exception):
+    """Fleetline failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigError(FleetlineError):
+    """The settings are invalid."""
+
+
+class SpecError(FleetlineError):
+    """The job spec is invalid."""
+
+    def __init__(self, errors: list[tuple[str, str]]) -> None:
+        self.errors = errors
+        detail = "; ".join(f"{field}: {reason}" for field, reason in errors)
+        super().__init__(f"invalid job spec: {detail}")
+
+
+class AdmissionError(FleetlineError):
+    """The job was refused."""
+
+
+class KillSwitchTripped(AdmissionError):
+    """A spend kill switch is tripped."""
+
+
+class JobNotFound(FleetlineError):
+    """No such job."""
+
+
+class ConcurrencyError(FleetlineError):
+    """The record changed since it was read."""
+
+
+class StoreUnavailable(FleetlineError):
+    """Redis is unavailable."""
+
+
+class ModelError(FleetlineError):
+    """The model call failed."""
+
+    category = "model_error"
+
+
+class RetryableModelError(ModelError):
+    """The model call failed; another attempt may succeed."""
+
+    retry_after_s: float | None = None
+
+
+class RateLimited(RetryableModelError):
+    """The provider rate-limited the call."""
+
+    category = "rate_limited"
+
+    def __init__(self, message: str | None = None, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class ProviderServerError(RetryableModelError):
+    """The provider answered with a server error."""
+
+    category = "server_error"
+
+
+class ModelTimeout(RetryableModelError):
+    """The model call timed out."""
+
+    category = "timeout"
+
+
+class ModelConnectionError(RetryableModelError):
+    """The provider could not be reached."""
+
+    category = "connection_error"
+
+
+class PermanentModelError(ModelError):
+    """The model call failed and retrying cannot help."""
+
+    category = "permanent"
+
+
+class ModelAuthError(PermanentModelError):
+    """The provider refused the credentials."""
+
+    category = "auth"
+
+
+class ModelBadRequest(PermanentModelError):
+    """The provider refused the request."""
+
+    category = "bad_request"

@@ -1,0 +1,67 @@
+"""The model-client interface every provider implements.
+
+A client makes exactly one attempt: retries belong to Celery (one retry layer), so SDK
+retries are off and failures surface as the `shared.errors.ModelError` subclasses.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.names import WorkerType
+
+
+class ModelRequest(BaseModel):
+    """One call to one model; `instruction` and `document` are kept apart so `sim` can work."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str  # our key in the price table
+    api_model: str  # the provider's id for it
+    worker_type: WorkerType
+    instruction: str
+    document: str
+    max_output_tokens: int = Field(gt=0)
+    timeout_s: float = Field(gt=0)
+    # Validation errors of the previous answer, sent back for a corrected one.
+    correction: str | None = None
+    # Identifies the call for deterministic simulation and idempotent accounting.
+    call_id: str = ""
+    attempt: int = 1
+
+
+class ModelResponse(BaseModel):
+    """What came back: the text and the provider-reported usage."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+    model: str
+    tokens_in: int = Field(ge=0)
+    tokens_out: int = Field(ge=0)
+    latency_ms: float = Field(ge=0)
+
+
+class ModelClient(Protocol):
+    """A provider adapter. Raises a `ModelError` subclass on failure; never retries."""
+
+    def complete(self, request: ModelRequest) -> ModelResponse: ...
+
+
+SYSTEM_PROMPT = (
+    "You are a specialist agent in a research pipeline. Answer with one JSON object "
+    "that matches the schema named in the instruction, and nothing else."
+)
+
+
+def render_messages(request: ModelRequest) -> tuple[str, str]:
+    """The (system, user) pair every chat provider is sent for a request."""
+    user = f"{request.instruction}\n\n<document>\n{request.document}\n</document>"
+    if request.correction:
+        user += (
+            "\n\nYour previous answer was rejected by the output validator:\n"
+            f"{request.correction}\nAnswer again with corrected JSON only."
+        )
+    return SYSTEM_PROMPT, user

@@ -1,0 +1,22 @@
+"""Cost of a call from the price table (USD per million input and output tokens)."""
+
+from __future__ import annotations
+
+from shared.settings import ModelSpec
+
+_PER_TOKEN = 1e-6
+
+
+def call_cost_usd(spec: ModelSpec, tokens_in: int, tokens_out: int) -> float:
+    """What a call cost, from the provider-reported token counts."""
+    return (tokens_in * spec.input_usd_per_mtok + tokens_out * spec.output_usd_per_mtok) * _PER_TOKEN
+
+
+def worst_case_cost_usd(spec: ModelSpec, tokens_in: int, max_output_tokens: int) -> float:
+    """The most a call can cost: its input plus every output token it may produce."""
+    return call_cost_usd(spec, tokens_in, max_output_tokens)
+
+
+def estimate_tokens(text: str) -> int:
+    """A provider-independent token estimate (about four characters a token)."""
+    return max(1, (len(text) + 3) // 4)

@@ -1,0 +1,114 @@
+"""The typed boundary: what a job is, what a subtask returns, and what a caller gets back."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.names import Tier, WorkerType
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    DEGRADED = "degraded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    KILLED = "killed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (JobStatus.PENDING, JobStatus.RUNNING)
+
+
+class OutcomeStatus(StrEnum):
+    OK = "ok"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    SKIPPED = "skipped"
+    INVALID_OUTPUT = "invalid_output"
+    CIRCUIT_OPEN = "circuit_open"
+    BUDGET_EXCEEDED = "budget_exceeded"
+    KILLED = "killed"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class JobSpec(_Strict):
+    """What a caller asks for. `input` is checked against the kind's own input model."""
+
+    kind: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")
+    input: dict[str, Any]
+    tenant: str = Field(default="default", min_length=1, max_length=64, pattern=r"^[\w.-]+$")
+    budget_usd: float = Field(default=1.0, gt=0, le=10_000)
+    max_tokens: int = Field(default=200_000, gt=0, le=100_000_000)
+    deadline_s: float = Field(default=60.0, gt=0)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    priority: int = Field(default=5, ge=0, le=9)
+
+
+class SubtaskSpec(_Strict):
+    """One unit of work a decomposer produced; its id is stable for the same input."""
+
+    id: str
+    worker_type: WorkerType
+    tier: Tier
+    instruction: str
+    text: str
+    critical: bool = False
+    max_output_tokens: int = Field(default=512, gt=0)
+
+
+class SubtaskPayload(_Strict):
+    """What travels on the wire to a specialist worker."""
+
+    job_id: str
+    tenant: str
+    deadline_at: float
+    subtask: SubtaskSpec
+
+
+class OutcomeError(_Strict):
+    category: str
+    message: str
+
+
+class SubtaskOutcome(_Strict):
+    """What a subtask returns to the chord: always data, never an exception."""
+
+    subtask_id: str
+    worker_type: WorkerType
+    status: OutcomeStatus
+    error: OutcomeError | None = None
+    model: str | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    attempts: int = 1
+    cached: bool = False
+    critical: bool = False
+    output: dict[str, Any] | None = None
+
+
+class JobResult(_Strict):
+    """What a caller gets back for a job, at any point of its life."""
+
+    job_id: str
+    kind: str
+    tenant: str
+    status: JobStatus
+    completeness: float = Field(ge=0, le=1)
+    result: dict[str, Any] | None = None
+    cost_usd: float = 0.0
+    subtasks: list[SubtaskOutcome] = Field(default_factory=list)
+    version: int = 0
+    created_at: float = 0.0
+    finished_at: float | None = None
+    deadline_at: float = 0.0

@@ -1,0 +1,299 @@
+"""One settings object, in groups, each read from its own `FLEETLINE_…` environment prefix.
+
+`load_settings()` is the only place that reads the environment; it fails at start-up with
+a message naming the setting when anything is invalid.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.errors import ConfigError
+from shared.names import Tier, WorkerType
+
+Pool = Literal["threads", "prefork", "gevent", "solo"]
+Provider = Literal["sim", "openai", "anthropic"]
+
+
+class RedisSettings(BaseSettings):
+    """Where the broker, result backend and state store live."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEETLINE_REDIS_", extra="ignore")
+
+    # None means "start a private embedded server" (CLI only); workers always get a URL.
+    url: str | None = None
+    socket_timeout_s: float = Field(default=5.0, gt=0)
+    connect_timeout_s: float = Field(default=2.0, gt=0)
+    # submit() gives up after this long when Redis is down, instead of hanging.
+    submit_timeout_s: float = Field(default=5.0, gt=0)
+    max_connections: int = Field(default=200, ge=10)
+    embedded_dir: str = ".fleetline/redis"
+
+
+class CelerySettings(BaseSettings):
+    """Broker behaviour that decides crash safety; see DESIGN.md for why each value."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEETLINE_CELERY_", extra="ignore")
+
+    # Longer than any hard time limit plus retry countdown: an unacked message is
+    # redelivered once this passes, so a shorter one runs live tasks twice.
+    visibility_timeout_s: int = Field(default=3600, ge=10)
+    # kombu scans for abandoned messages every interval x throttle seconds.
+    unacked_restore_interval_s: int = Field(default=10, ge=1)
+    unacked_restore_throttle: int = Field(default=1, ge=1)
+    result_expires_s: int = Field(default=86_400, ge=60)
+    # Long I/O-bound tasks: a worker should not hoard messages another could run.
+    prefetch_multiplier: int = Field(default=1, ge=1)
+    # Flower's task pages need events; they cost 30-45 % throughput, so off by default.
+    task_events: bool = False
+    # How often a redelivery after a lost pool child is retried before it is dropped.
+    max_worker_lost_retries: int = Field(default=3, ge=0)
+
+
+class WorkerTypeSettings(BaseModel):
+    """How one specialist runs: its tier, pool, limits and retry policy."""
+
+    tier: Tier
+    pool: Pool = "threads"
+    concurrency: int = Field(default=32, ge=1, le=2000)
+    # The agent's own ceiling for one model call (seconds).
+    max_call_s: float = Field(default=30.0, gt=0)
+    soft_time_limit_s: float = Field(default=60.0, gt=0)
+    time_limit_s: float = Field(default=75.0, gt=0)
+    max_retries: int = Field(default=3, ge=0, le=20)
+    retry_backoff_s: float = Field(default=0.5, ge=0)
+    retry_backoff_max_s: float = Field(default=30.0, ge=0)
+    max_output_tokens: int = Field(default=512, gt=0)
+
+    @model_validator(mode="after")
+    def _limits_ordered(self) -> WorkerTypeSettings:
+        if self.soft_time_limit_s >= self.time_limit_s:
+            raise ValueError("soft_time_limit_s must be below time_limit_s")
+        return self
+
+
+def _default_worker_types() -> dict[WorkerType, WorkerTypeSettings]:
+    return {
+        WorkerType.EXTRACTION: WorkerTypeSettings(tier=Tier.CHEAP, max_output_tokens=400),
+        WorkerType.CLASSIFICATION: WorkerTypeSettings(tier=Tier.CHEAP, max_output_tokens=120),
+        WorkerType.ANALYSIS: WorkerTypeSettings(tier=Tier.REASONING, max_output_tokens=800),
+        WorkerType.SYNTHESIS: WorkerTypeSettings(
+            tier=Tier.LONG_CONTEXT, concurrency=16, max_output_tokens=1200
+        ),
+    }
+
+
+class ModelSpec(BaseModel):
+    """One model: who serves it and what it costs (USD per million tokens)."""
+
+    provider: Provider
+    # The provider's own model id; defaults to the key it is listed under.
+    api_model: str | None = None
+    input_usd_per_mtok: float = Field(ge=0)
+    output_usd_per_mtok: float = Field(ge=0)
+
+
+def _default_models() -> dict[str, ModelSpec]:
+    # The sim rows carry real-world-like prices so that cost figures in demos mean something.
+    return {
+        "sim-small": ModelSpec(provider="sim", input_usd_per_mtok=0.15, output_usd_per_mtok=0.60),
+        "sim-large": ModelSpec(provider="sim", input_usd_per_mtok=3.0, output_usd_per_mtok=15.0),
+        "sim-long": ModelSpec(provider="sim", input_usd_per_mtok=1.25, output_usd_per_mtok=10.0),
+        "gpt-4o-mini": ModelSpec(
+            provider="openai", input_usd_per_mtok=0.15, output_usd_per_mtok=0.60
+        ),
+        "gpt-4o": ModelSpec(provider="openai", input_usd_per_mtok=2.5, output_usd_per_mtok=10.0),
+        "claude-haiku": ModelSpec(
+            provider="anthropic",
+            api_model="claude-3-5-haiku-latest",
+            input_usd_per_mtok=0.8,
+            output_usd_per_mtok=4.0,
+        ),
+        "claude-sonnet": ModelSpec(
+            provider="anthropic",
+            api_model="claude-sonnet-4-5",
+            input_usd_per_mtok=3.0,
+            output_usd_per_mtok=15.0,
+        ),
+    }
+
+
+def _default_tiers() -> dict[Tier, list[str]]:
+    return {
+        Tier.CHEAP: ["sim-small"],
+        Tier.REASONING: ["sim-large"],
+        Tier.LONG_CONTEXT: ["sim-long"],
+    }
+
+
+class ProviderSettings(BaseSettings):
+    """Endpoints and keys of the real providers (unused by the offline `sim` provider)."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEETLINE_", extra="ignore")
+
+    openai_base_url: str | None = None
+    openai_api_key: SecretStr | None = None
+    anthropic_base_url: str | None = None
+    anthropic_api_key: SecretStr | None = None
+
+
+class SimSettings(BaseSettings):
+    """The offline `sim` provider: deterministic, with fault injection (see README)."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEETLINE_SIM_", extra="ignore")
+
+    latency_ms: float = Field(default=0.0, ge=0)
+    error_rate: float = Field(default=0.0, ge=0, le=1)
+    malformed_rate: float = Field(default=0.0, ge=0, le=1)
+    seed: int = 0
+    stall_types: str = ""
+    stall_ms: float = Field(default=60_000.0, ge=0)
+
+    @property
+    def stalled(self) -> frozenset[str]:
+        return frozenset(t.strip() for t in self.stall_types.split(",") if t.strip())
+
+
+class LimitsSettings(BaseSettings):
+    """Edge limits on what a job may ask for, and how long records live."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEETLINE_LIMITS_", extra="ignore")
+
+    max_deadline_s: float = Field(default=1800.0, gt=0)
+    max_documents: int = Field(default=10_000, ge=1)
+    max_document_chars: int = Field(default=200_000, ge=1)
+    max_input_bytes: int = Field(default=20_000_000, ge=1)
+    # Finished jobs stay readable this long, then their keys expire.
+    finished_ttl_s: int = Field(default=7 * 86_400, ge=60)
+    # How late past its deadline the watchdog may finalise a job.
+    deadline_grace_s: float = Field(default=1.0, ge=0)
+    reaper_interval_s: float = Field(default=0.5, gt=0)
+
+
+class FleetlineSettings(BaseSettings):
+    """All of Fleetline's settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FLEETLINE_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    celery: CelerySettings = Field(default_factory=CelerySettings)
+    workers: dict[WorkerType, WorkerTypeSettings] = Field(default_factory=_default_worker_types)
+    models: dict[str, ModelSpec] = Field(default_factory=_default_models)
+    tiers: dict[Tier, list[str]] = Field(default_factory=_default_tiers)
+    providers: ProviderSettings = Field(default_factory=ProviderSettings)
+    sim: SimSettings = Field(default_factory=SimSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    sentry_dsn: SecretStr | None = None
+    log_level: str = "INFO"
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _merge_worker_overrides(cls, value: object) -> object:
+        # An env override such as FLEETLINE_WORKERS__EXTRACTION__CONCURRENCY=64 names one
+        # field; merge it over that worker type's defaults instead of replacing them.
+        if not isinstance(value, dict):
+            return value
+        merged: dict[str, object] = {
+            wt.value: spec.model_dump() for wt, spec in _default_worker_types().items()
+        }
+        for name, override in value.items():
+            base = merged.get(str(name))
+            if isinstance(override, dict) and isinstance(base, dict):
+                merged[str(name)] = {**base, **override}
+            else:
+                merged[str(name)] = override
+        return merged
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _add_models(cls, value: object) -> object:
+        # Models named in the environment are added to the built-in price table.
+        if not isinstance(value, dict):
+            return value
+        return {**{k: v.model_dump() for k, v in _default_models().items()}, **value}
+
+    @field_validator("tiers", mode="before")
+    @classmethod
+    def _override_tiers(cls, value: object) -> object:
+        if not isinstance(value, dict):
+            return value
+        return {**{k.value: v for k, v in _default_tiers().items()}, **value}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FleetlineSettings:
+        vt = self.celery.visibility_timeout_s
+        for wt in WorkerType:
+            if wt not in self.workers:
+                raise ValueError(f"workers.{wt.value}: missing worker type")
+        for name, wts in self.workers.items():
+            longest = wts.time_limit_s + wts.retry_backoff_max_s
+            if longest >= vt:
+                raise ValueError(
+                    f"workers.{name.value}: time_limit_s + retry_backoff_max_s ({longest:g}s) "
+                    f"must stay below celery.visibility_timeout_s ({vt}s), or messages are "
+                    "redelivered while still running"
+                )
+        if self.limits.max_deadline_s >= vt:
+            raise ValueError(
+                f"limits.max_deadline_s must stay below celery.visibility_timeout_s ({vt}s)"
+            )
+        for tier in Tier:
+            chain = self.tiers.get(tier)
+            if not chain:
+                raise ValueError(f"tiers.{tier.value}: needs at least one model")
+            for model in chain:
+                if model not in self.models:
+                    raise ValueError(f"tiers.{tier.value}: unknown model {model!r}")
+        return self
+
+    def worker(self, worker_type: WorkerType) -> WorkerTypeSettings:
+        return self.workers[worker_type]
+
+
+_GROUPS: tuple[type[BaseSettings], ...] = (
+    RedisSettings,
+    CelerySettings,
+    ProviderSettings,
+    SimSettings,
+    LimitsSettings,
+)
+
+
+def _describe(exc: ValidationError) -> str:
+    """Name each bad setting by the environment variable that sets it."""
+    group = next((g for g in _GROUPS if g.__name__ == exc.title), None)
+    prefix = group.model_config.get("env_prefix", "") if group else "FLEETLINE_"
+    sep = "_" if group else "__"
+    parts = []
+    for err in exc.errors():
+        loc = sep.join(str(p) for p in err["loc"])
+        name = f"{prefix}{loc}".upper() if loc else "settings"
+        parts.append(f"{name}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def load_settings() -> FleetlineSettings:
+    """Read the settings from the environment, or raise ConfigError naming the setting."""
+    try:
+        return FleetlineSettings()
+    except ValidationError as exc:
+        raise ConfigError(f"invalid settings: {_describe(exc)}") from exc
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> FleetlineSettings:
+    """The process's settings, read once."""
+    return load_settings()
