@@ -159,6 +159,8 @@ class SimSettings(BaseSettings):
     seed: int = 0
     stall_types: str = ""
     stall_ms: float = Field(default=60_000.0, ge=0)
+    # A file every sim call appends one JSON line to (tests count calls across processes).
+    call_log: str = ""
 
     @property
     def stalled(self) -> frozenset[str]:
@@ -177,7 +179,7 @@ class LimitsSettings(BaseSettings):
     # Finished jobs stay readable this long, then their keys expire.
     finished_ttl_s: int = Field(default=7 * 86_400, ge=60)
     # How late past its deadline the watchdog may finalise a job.
-    deadline_grace_s: float = Field(default=1.0, ge=0)
+    deadline_grace_s: float = Field(default=0.2, ge=0)
     reaper_interval_s: float = Field(default=0.5, gt=0)
 
 

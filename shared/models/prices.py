@@ -9,7 +9,9 @@ _PER_TOKEN = 1e-6
 
 def call_cost_usd(spec: ModelSpec, tokens_in: int, tokens_out: int) -> float:
     """What a call cost, from the provider-reported token counts."""
-    return (tokens_in * spec.input_usd_per_mtok + tokens_out * spec.output_usd_per_mtok) * _PER_TOKEN
+    return (
+        tokens_in * spec.input_usd_per_mtok + tokens_out * spec.output_usd_per_mtok
+    ) * _PER_TOKEN
 
 
 def worst_case_cost_usd(spec: ModelSpec, tokens_in: int, max_output_tokens: int) -> float:

@@ -1,0 +1,1 @@
+"""The producer: decomposers, admission and submit, the CLI and the fleet launcher."""

@@ -1,0 +1,168 @@
+"""submit(): validate at the edge, admit, record the job, and send its chord by task name.
+
+Nothing reaches Redis until the spec and its input are valid; the producer imports no
+worker module and no model SDK.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from celery import Celery, chord
+from celery.canvas import Signature
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from producer.decomposers import DECOMPOSERS, Plan
+from shared.celery_app import make_celery
+from shared.errors import FleetlineError, SpecError, StoreUnavailable
+from shared.names import SUBTASK_TASK_NAMES, TASK_SYNTHESIS, WorkerType
+from shared.redis_client import make_redis
+from shared.schemas import JobSpec, JobStatus, SubtaskPayload
+from shared.settings import FleetlineSettings
+from shared.state import StateStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What submit() returns: the job's id, and whether this call created it."""
+
+    job_id: str
+    created: bool
+    subtasks: int
+
+
+def validation_errors(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
+    """pydantic errors as (field path, reason) pairs."""
+    errors = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in (*([prefix] if prefix else []), *err["loc"]))
+        errors.append((path or prefix or "spec", err["msg"]))
+    return errors
+
+
+def parse_spec(raw: JobSpec | dict[str, Any], settings: FleetlineSettings) -> tuple[JobSpec, Plan]:
+    """Validate a spec and plan it, or raise SpecError naming every bad field."""
+    try:
+        spec = raw if isinstance(raw, JobSpec) else JobSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(validation_errors(exc)) from None
+    decomposer = DECOMPOSERS.get(spec.kind)
+    if decomposer is None:
+        known = ", ".join(sorted(DECOMPOSERS))
+        raise SpecError([("kind", f"unknown job kind {spec.kind!r} (known: {known})")])
+    if spec.deadline_s > settings.limits.max_deadline_s:
+        raise SpecError([("deadline_s", f"at most {settings.limits.max_deadline_s:g} seconds")])
+    try:
+        plan = decomposer.decompose(spec.input, settings)
+    except ValidationError as exc:
+        raise SpecError(validation_errors(exc, "input")) from None
+    return spec, plan
+
+
+class Producer:
+    """Submits jobs. Build one per process; it holds a Redis client and a Celery app."""
+
+    def __init__(self, settings: FleetlineSettings, client: redis.Redis, app: Celery) -> None:
+        self.settings = settings
+        self.store = StateStore(client, settings.limits.finished_ttl_s)
+        self.app = app
+
+    @classmethod
+    def from_settings(cls, settings: FleetlineSettings) -> Producer:
+        """A producer whose Redis calls give up after `redis.submit_timeout_s`."""
+        client = make_redis(settings, timeout_s=settings.redis.submit_timeout_s)
+        return cls(settings, client, make_celery(settings, send_only=True))
+
+    def submit(self, raw: JobSpec | dict[str, Any]) -> Receipt:
+        """Validate, record and enqueue a job; the same idempotency key returns the same job."""
+        spec, plan = parse_spec(raw, self.settings)
+        job_id = uuid.uuid4().hex
+        deadline_at = time.time() + spec.deadline_s
+        fields = {
+            "kind": spec.kind,
+            "tenant": spec.tenant,
+            "spec": spec.model_dump_json(),
+            "subtask_ids": json.dumps([s.id for s in plan.subtasks]),
+            "deadline_at": repr(deadline_at),
+            "budget_usd": repr(spec.budget_usd),
+        }
+        try:
+            existing, created = self.store.create_job(
+                job_id, fields, deadline_at, spec.idempotency_key, spec.tenant
+            )
+            if not created:
+                return Receipt(existing, False, len(plan.subtasks))
+            self._enqueue(job_id, spec, plan, deadline_at)
+            self.store.mark_running(job_id)
+        except RedisError as exc:
+            raise StoreUnavailable(f"Redis unavailable while submitting: {exc}") from exc
+        return Receipt(job_id, True, len(plan.subtasks))
+
+    def _enqueue(self, job_id: str, spec: JobSpec, plan: Plan, deadline_at: float) -> None:
+        # kombu's Redis priorities run 0 (first) to 9; a JobSpec's 9 is the most urgent.
+        options = {"priority": 9 - spec.priority}
+        header = [
+            self._signature(
+                job_id, spec.tenant, deadline_at, s.worker_type, s.model_dump(mode="json"), s.id
+            ).set(**options)
+            for s in plan.subtasks
+        ]
+        context = {
+            "job_id": job_id,
+            "tenant": spec.tenant,
+            "deadline_at": deadline_at,
+            "expected": len(plan.subtasks),
+            "synthesis": plan.synthesis.model_dump(mode="json"),
+        }
+        body = self.app.signature(
+            TASK_SYNTHESIS,
+            kwargs={"context": context},
+            task_id=f"{job_id}:synthesis",
+            **options,
+        )
+        try:
+            chord(header, body).apply_async()
+        except Exception as exc:
+            # Whatever was already queued finds the job final and its outcome is kept.
+            self.store.finalize(
+                job_id,
+                JobStatus.FAILED,
+                0.0,
+                {"error": f"enqueue failed: {exc}"},
+                "producer",
+                reason="enqueue failed",
+            )
+            raise FleetlineError(f"could not enqueue job {job_id}: {exc}") from exc
+
+    def _signature(
+        self,
+        job_id: str,
+        tenant: str,
+        deadline_at: float,
+        worker_type: WorkerType,
+        subtask: dict[str, Any],
+        local_id: str,
+    ) -> Signature:
+        payload = {
+            "job_id": job_id,
+            "tenant": tenant,
+            "deadline_at": deadline_at,
+            "subtask": subtask,
+        }
+        return self.app.signature(
+            SUBTASK_TASK_NAMES[worker_type],
+            args=(payload,),
+            task_id=f"{job_id}:{local_id}",
+        )
+
+
+__all__ = ["Producer", "Receipt", "SubtaskPayload", "parse_spec"]

@@ -1,0 +1,97 @@
+"""The Celery app both sides build: JSON only, late acks, one queue per worker type.
+
+Settings reasons live in DESIGN.md: a killed pool child must not ack its message, a whole
+worker's unacked messages come back after the visibility timeout, and pickle over Redis
+would be remote code execution for anyone who can write to it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu.entity import Exchange, Queue
+
+from shared.errors import ConfigError
+from shared.names import TASK_QUEUES, WorkerType
+from shared.settings import FleetlineSettings
+
+# kombu's Redis transport emulates priorities with one list per step; four steps keep
+# BRPOP cheap while still letting urgent jobs overtake a backlog.
+PRIORITY_STEPS = [0, 3, 6, 9]
+
+
+def redis_url(settings: FleetlineSettings) -> str:
+    """The Redis URL, or a ConfigError saying how to set one."""
+    if not settings.redis.url:
+        raise ConfigError("FLEETLINE_REDIS_URL is not set (fleetline up starts an embedded one)")
+    return settings.redis.url
+
+
+def _transport_options(settings: FleetlineSettings) -> dict[str, Any]:
+    biggest_pool = max(w.concurrency for w in settings.workers.values())
+    return {
+        "visibility_timeout": settings.celery.visibility_timeout_s,
+        "unacked_restore_interval": settings.celery.unacked_restore_interval_s,
+        "unacked_restore_throttle": settings.celery.unacked_restore_throttle,
+        # gevent/threads pools ack from many greenlets at once; kombu's default of 10
+        # connections makes acks fail and tasks redeliver (DESIGN.md).
+        "max_connections": max(settings.redis.max_connections, biggest_pool * 2 + 10),
+        "socket_timeout": settings.redis.socket_timeout_s,
+        "socket_connect_timeout": settings.redis.connect_timeout_s,
+        "priority_steps": PRIORITY_STEPS,
+        "queue_order_strategy": "priority",
+        "health_check_interval": 25,
+    }
+
+
+def _queue(worker_type: WorkerType) -> Queue:
+    # One direct exchange and routing key per queue: a queue is never bound twice.
+    name = worker_type.value
+    return Queue(name, Exchange(name), routing_key=name)  # type: ignore[no-untyped-call]
+
+
+
+def make_celery(
+    settings: FleetlineSettings, name: str = "fleetline", *, send_only: bool = False
+) -> Celery:
+    """Build the Celery app from settings. Builds no connection.
+
+    `send_only` is for producers, which never wait on an AsyncResult (see result_backends).
+    """
+    url = redis_url(settings)
+    backend = f"shared.result_backends:SendOnlyRedisBackend+{url}" if send_only else url
+    app = Celery(name, broker=url, backend=backend)
+    transport = _transport_options(settings)
+    biggest_pool = max(w.concurrency for w in settings.workers.values())
+    app.conf.update(
+        accept_content=["json"],
+        result_accept_content=["json"],
+        task_serializer="json",
+        result_serializer="json",
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_retry_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        broker_transport_options=transport,
+        result_backend_transport_options=transport,
+        redis_max_connections=max(settings.redis.max_connections, biggest_pool * 2 + 10),
+        redis_socket_timeout=settings.redis.socket_timeout_s,
+        redis_socket_connect_timeout=settings.redis.connect_timeout_s,
+        redis_retry_on_timeout=True,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        result_expires=settings.celery.result_expires_s,
+        result_extended=False,
+        task_queues=[_queue(wt) for wt in WorkerType],
+        task_default_queue=WorkerType.SYNTHESIS.value,
+        task_routes={task: {"queue": queue} for task, queue in TASK_QUEUES.items()},
+        task_create_missing_queues=False,
+        worker_prefetch_multiplier=settings.celery.prefetch_multiplier,
+        worker_send_task_events=settings.celery.task_events,
+        task_send_sent_event=settings.celery.task_events,
+        worker_hijack_root_logger=False,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        timezone="UTC",
+    )
+    return app

@@ -1,0 +1,22 @@
+-- Finalise a job exactly once: only from a non-terminal status; later calls change nothing.
+-- KEYS: job, audit, outcomes, deadlines
+-- ARGV: job_id, status, completeness, result_json, extra_cost, actor, now, ttl_s, reason
+-- Returns {1, version} when this call finalised the job, {0, status} otherwise.
+local job, audit, outcomes, deadlines = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local status = redis.call("HGET", job, "status")
+if not status then return {0, "missing"} end
+if status ~= "pending" and status ~= "running" then return {0, status} end
+local version = redis.call("HINCRBY", job, "version", 1)
+redis.call("HINCRBYFLOAT", job, "cost_usd", ARGV[5])
+redis.call("HSET", job, "status", ARGV[2], "completeness", ARGV[3], "result", ARGV[4],
+  "finished_at", ARGV[7], "updated_at", ARGV[7])
+redis.call("XADD", audit, "*", "actor", ARGV[6], "action", "finalised", "version", version,
+  "status", ARGV[2], "completeness", ARGV[3], "reason", ARGV[9], "at", ARGV[7])
+redis.call("ZREM", deadlines, ARGV[1])
+local ttl = tonumber(ARGV[8])
+redis.call("EXPIRE", job, ttl)
+redis.call("EXPIRE", audit, ttl)
+redis.call("EXPIRE", outcomes, ttl)
+local idem = redis.call("HGET", job, "idem_key")
+if idem and idem ~= "" then redis.call("EXPIRE", idem, ttl) end
+return {1, version}

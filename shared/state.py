@@ -1,0 +1,236 @@
+"""The job state store: versioned records with compare-and-set updates and an audit stream.
+
+Every write is one Lua script, so a state change and its audit entry land together or not
+at all, and each subtask's bookkeeping is a single round trip.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis
+
+from shared import keys
+from shared.errors import ConcurrencyError, JobNotFound
+from shared.schemas import JobResult, JobStatus, SubtaskOutcome
+
+_TERMINAL = [s.value for s in JobStatus if s.terminal]
+_ACTIVE = [JobStatus.PENDING.value, JobStatus.RUNNING.value]
+
+
+def _script(name: str) -> str:
+    return resources.files("shared").joinpath("lua", f"{name}.lua").read_text()
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One state change: who made it, what it was, and the version it produced."""
+
+    id: str
+    actor: str
+    action: str
+    version: int
+    fields: dict[str, str]
+
+
+class StateStore:
+    """Job records in Redis. One instance per process; the client is injected."""
+
+    def __init__(self, client: redis.Redis, finished_ttl_s: int) -> None:
+        self._r = client
+        self._finished_ttl_s = finished_ttl_s
+        self._create = client.register_script(_script("create_job"))
+        self._update = client.register_script(_script("update_job"))
+        self._finalize = client.register_script(_script("finalize_job"))
+        self._record = client.register_script(_script("record_outcome"))
+
+    def create_job(
+        self,
+        job_id: str,
+        fields: dict[str, str],
+        deadline_at: float,
+        idempotency_key: str | None,
+        tenant: str,
+        actor: str = "producer",
+    ) -> tuple[str, bool]:
+        """Create the record; return (job id, created). An existing idempotency key wins."""
+        idem = keys.idempotency(tenant, idempotency_key) if idempotency_key else ""
+        ttl = int(deadline_at - time.time()) + keys.UNFINISHED_GRACE_TTL_S
+        created, existing = self._create(
+            keys=[keys.job(job_id), keys.job_audit(job_id), keys.deadlines(), idem],
+            args=[job_id, json.dumps(fields), deadline_at, ttl, time.time(), actor],
+        )
+        return _text(existing), bool(created)
+
+    def update(
+        self,
+        job_id: str,
+        expected_version: int | None,
+        changes: dict[str, str],
+        actor: str,
+        action: str = "updated",
+        from_statuses: list[str] | None = None,
+    ) -> int:
+        """Compare-and-set: apply `changes` if the version (and status) still match.
+
+        Raises ConcurrencyError when another writer got there first, JobNotFound when the
+        record is gone. Returns the new version.
+        """
+        reply = self._update(
+            keys=[keys.job(job_id), keys.job_audit(job_id)],
+            args=[
+                "" if expected_version is None else expected_version,
+                json.dumps(changes),
+                actor,
+                action,
+                time.time(),
+                json.dumps(from_statuses) if from_statuses else "",
+            ],
+        )
+        code = int(reply[0])
+        if code == -3:
+            raise JobNotFound(f"no job {job_id}")
+        if code == -1:
+            raise ConcurrencyError(
+                f"job {job_id}: expected version {expected_version}, found {int(reply[1])}"
+            )
+        if code == -2:
+            raise ConcurrencyError(f"job {job_id}: status is {_text(reply[1])}")
+        return code
+
+    def mark_running(self, job_id: str, actor: str = "producer") -> bool:
+        """pending -> running; False when the job had already moved on."""
+        try:
+            self.update(
+                job_id,
+                None,
+                {"status": JobStatus.RUNNING.value},
+                actor,
+                "running",
+                from_statuses=[JobStatus.PENDING.value],
+            )
+        except ConcurrencyError:
+            return False
+        return True
+
+    def record_outcome(self, job_id: str, outcome: SubtaskOutcome, actor: str) -> bool:
+        """Store a subtask's outcome and add its cost, once. False for a duplicate."""
+        recorded, _ = self._record(
+            keys=[keys.job(job_id), keys.job_audit(job_id), keys.job_outcomes(job_id)],
+            args=[
+                outcome.subtask_id,
+                outcome.model_dump_json(),
+                repr(outcome.cost_usd),
+                outcome.status.value,
+                actor,
+                time.time(),
+            ],
+        )
+        return int(recorded) == 1
+
+    def finalize(
+        self,
+        job_id: str,
+        status: JobStatus,
+        completeness: float,
+        result: dict[str, Any] | None,
+        actor: str,
+        reason: str = "",
+        extra_cost_usd: float = 0.0,
+    ) -> bool:
+        """Move the job to a terminal status exactly once; False if it was already final."""
+        done, _ = self._finalize(
+            keys=[
+                keys.job(job_id),
+                keys.job_audit(job_id),
+                keys.job_outcomes(job_id),
+                keys.deadlines(),
+            ],
+            args=[
+                job_id,
+                status.value,
+                repr(completeness),
+                json.dumps(result),
+                repr(extra_cost_usd),
+                actor,
+                time.time(),
+                self._finished_ttl_s,
+                reason,
+            ],
+        )
+        return int(done) == 1
+
+    def outcomes(self, job_id: str) -> dict[str, SubtaskOutcome]:
+        """The outcomes recorded so far, by subtask id."""
+        raw = self._r.hgetall(keys.job_outcomes(job_id))
+        return {_text(k): SubtaskOutcome.model_validate_json(v) for k, v in raw.items()}
+
+    def raw(self, job_id: str) -> dict[str, str]:
+        """The job record's fields as stored."""
+        raw = self._r.hgetall(keys.job(job_id))
+        if not raw:
+            raise JobNotFound(f"no job {job_id}")
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    def get(self, job_id: str) -> JobResult:
+        """The job as a caller sees it: status, result, cost and every recorded outcome."""
+        pipe = self._r.pipeline(transaction=False)
+        pipe.hgetall(keys.job(job_id))
+        pipe.hvals(keys.job_outcomes(job_id))
+        record, outcome_values = pipe.execute()
+        if not record:
+            raise JobNotFound(f"no job {job_id}")
+        fields = {_text(k): _text(v) for k, v in record.items()}
+        order = {sid: i for i, sid in enumerate(json.loads(fields.get("subtask_ids", "[]")))}
+        outcomes = sorted(
+            (SubtaskOutcome.model_validate_json(v) for v in outcome_values),
+            key=lambda o: order.get(o.subtask_id, len(order)),
+        )
+        result = json.loads(fields["result"]) if fields.get("result") else None
+        return JobResult(
+            job_id=job_id,
+            kind=fields.get("kind", ""),
+            tenant=fields.get("tenant", ""),
+            status=JobStatus(fields["status"]),
+            completeness=float(fields.get("completeness", 0.0)),
+            result=result,
+            cost_usd=float(fields.get("cost_usd", 0.0)),
+            subtasks=outcomes,
+            version=int(fields["version"]),
+            created_at=float(fields.get("created_at", 0.0)),
+            finished_at=float(fields["finished_at"]) if fields.get("finished_at") else None,
+            deadline_at=float(fields.get("deadline_at", 0.0)),
+        )
+
+    def audit(self, job_id: str) -> list[AuditEntry]:
+        """Every state change of the job, oldest first."""
+        entries = []
+        for entry_id, raw in self._r.xrange(keys.job_audit(job_id)) or []:
+            fields = {_text(k): _text(v) for k, v in (raw or {}).items()}
+            entries.append(
+                AuditEntry(
+                    id=_text(entry_id),
+                    actor=fields.pop("actor", ""),
+                    action=fields.pop("action", ""),
+                    version=int(fields.pop("version", "0")),
+                    fields=fields,
+                )
+            )
+        return entries
+
+    def overdue(self, now: float, limit: int = 500) -> list[str]:
+        """Jobs whose deadline has passed and that nobody has finalised yet."""
+        members = self._r.zrangebyscore(keys.deadlines(), "-inf", now, start=0, num=limit)
+        return [_text(m) for m in members]
+
+    def forget_deadline(self, job_id: str) -> None:
+        """Drop a deadline whose job no longer exists."""
+        self._r.zrem(keys.deadlines(), job_id)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

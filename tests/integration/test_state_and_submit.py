@@ -1,0 +1,87 @@
+"""The producer's edge and the state store, against a real Redis (no workers needed)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from producer.submit import Producer
+from shared.errors import ConcurrencyError, SpecError
+from shared.redis_client import make_redis
+from shared.settings import load_settings
+from shared.state import StateStore
+
+pytestmark = pytest.mark.integration
+
+VALID = {
+    "kind": "research_brief",
+    "tenant": "t1",
+    "input": {"question": "What happened?", "documents": [{"id": "a", "text": "Acme grew."}]},
+}
+
+
+@pytest.fixture
+def producer(redis_url: str) -> Iterator[Producer]:
+    settings = load_settings()
+    producer = Producer.from_settings(settings)
+    yield producer
+    producer.app.close()
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"budget_usd": -1}, "budget_usd"),
+        ({"kind": "nope"}, "kind"),
+        ({"deadline_s": 10_000}, "deadline_s"),
+        ({"input": {"question": "Why?", "documents": [{"id": "a"}]}}, "input.documents.0.text"),
+        ({"input": {"question": "Why?", "documents": []}}, "input.documents"),
+        ({"tenant": "bad tenant!"}, "tenant"),
+        ({"surprise": 1}, "surprise"),
+    ],
+)
+def test_bad_spec_is_refused_with_field_and_nothing_written(
+    producer: Producer, redis_client: redis.Redis, change: dict[str, object], field: str
+) -> None:
+    spec = {**copy.deepcopy(VALID), **change}
+    with pytest.raises(SpecError) as info:
+        producer.submit(spec)
+    assert field in str(info.value)
+    assert any(path == field for path, _ in info.value.errors)
+    assert redis_client.dbsize() == 0, "nothing may reach Redis for a refused spec"
+
+
+def test_same_idempotency_key_yields_one_job(producer: Producer, redis_client: redis.Redis) -> None:
+    first = producer.submit({**VALID, "idempotency_key": "order-42"})
+    again = producer.submit({**VALID, "idempotency_key": "order-42"})
+    other_tenant = producer.submit({**VALID, "tenant": "t2", "idempotency_key": "order-42"})
+
+    assert first.created and not again.created
+    assert again.job_id == first.job_id
+    assert other_tenant.job_id != first.job_id, "idempotency keys are per tenant"
+    jobs = [k for k in redis_client.scan_iter("fl:job:*") if k.count(b":") == 2]
+    assert len(jobs) == 2
+    # Exactly one copy of each subtask was enqueued for the first job.
+    queued = sum(redis_client.llen(k) for k in redis_client.scan_iter(b"extraction*"))
+    assert queued == 2
+
+
+def test_stale_version_update_raises_and_audit_has_one_entry_per_update(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    settings = load_settings()
+    store = StateStore(make_redis(settings), settings.limits.finished_ttl_s)
+    store.create_job("j1", {"kind": "k", "tenant": "t"}, 9e9, None, "t")
+
+    v2 = store.update("j1", 1, {"note": "a"}, actor="alice")
+    with pytest.raises(ConcurrencyError, match="expected version 1, found 2"):
+        store.update("j1", 1, {"note": "b"}, actor="bob")
+    v3 = store.update("j1", v2, {"note": "c"}, actor="carol")
+
+    assert store.raw("j1")["note"] == "c"
+    audit = store.audit("j1")
+    assert [(e.actor, e.version) for e in audit] == [("producer", 1), ("alice", 2), ("carol", 3)]
+    assert v3 == 3

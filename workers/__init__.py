@@ -1,0 +1,1 @@
+"""Specialist workers: the guarded task base, one module per specialist, and synthesis."""

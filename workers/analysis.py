@@ -1,0 +1,15 @@
+"""Analysis: what a group of documents says about the question, on the reasoning tier."""
+
+from shared.names import WorkerType
+from shared.outputs import AnalysisOutput
+from workers.specialist import Specialist
+
+ANALYSIS = Specialist(
+    worker_type=WorkerType.ANALYSIS,
+    output_schema=AnalysisOutput,
+    prompt=(
+        "Task: analysis. Question: {goal}\n"
+        "State the findings in the documents that bear on the question, most relevant "
+        'first. Schema: {{"findings": [str], "relevance": float 0..1}}'
+    ),
+)

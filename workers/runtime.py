@@ -1,0 +1,71 @@
+"""Per-process dependencies of a worker, built on first use in each process.
+
+Nothing is built at import: a prefork child must not share its parent's sockets, so the
+runtime is keyed by pid and rebuilt in a new process.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+
+import redis
+
+from shared.models.base import ModelClient
+from shared.models.factory import build_client
+from shared.redis_client import make_redis
+from shared.settings import FleetlineSettings, get_settings
+from shared.state import StateStore
+
+
+@dataclass
+class WorkerRuntime:
+    """What a task needs from the world; tests may build one by hand."""
+
+    settings: FleetlineSettings
+    redis: redis.Redis
+    store: StateStore
+    _clients: dict[str, ModelClient] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def client(self, model: str) -> ModelClient:
+        """The model client for a price-table key, built once per process."""
+        with self._lock:
+            found = self._clients.get(model)
+            if found is None:
+                found = self._clients[model] = build_client(model, self.settings)
+            return found
+
+
+def build_runtime(settings: FleetlineSettings) -> WorkerRuntime:
+    client = make_redis(settings)
+    return WorkerRuntime(
+        settings=settings,
+        redis=client,
+        store=StateStore(client, settings.limits.finished_ttl_s),
+    )
+
+
+class _PerProcess:
+    """Holds the runtime of the current process; a forked child builds its own."""
+
+    def __init__(self) -> None:
+        self.runtime: WorkerRuntime | None = None
+        self.pid = 0
+        self.lock = threading.Lock()
+
+    def get(self) -> WorkerRuntime:
+        with self.lock:
+            if self.runtime is None or self.pid != os.getpid():
+                self.runtime = build_runtime(get_settings())
+                self.pid = os.getpid()
+            return self.runtime
+
+
+_holder = _PerProcess()
+
+
+def get_runtime() -> WorkerRuntime:
+    """This process's runtime."""
+    return _holder.get()
