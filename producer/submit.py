@@ -59,7 +59,11 @@ def parse_spec(raw: JobSpec | dict[str, Any], settings: FleetlineSettings) -> tu
     if decomposer is None:
         known = ", ".join(sorted(DECOMPOSERS))
         raise SpecError([("kind", f"unknown job kind {spec.kind!r} (known: {known})")])
-    if spec.deadline_s > settings.limits.max_deadline_s:
+    profile = spec.latency_profile or settings.default_latency_profile
+    if profile not in settings.latency_profiles:
+        known = ", ".join(sorted(settings.latency_profiles))
+        raise SpecError([("latency_profile", f"unknown profile {profile!r} (known: {known})")])
+    if (spec.deadline_s or 0) > settings.limits.max_deadline_s:
         raise SpecError([("deadline_s", f"at most {settings.limits.max_deadline_s:g} seconds")])
     try:
         plan = decomposer.decompose(spec.input, settings)
@@ -86,7 +90,14 @@ class Producer:
         """Validate, record and enqueue a job; the same idempotency key returns the same job."""
         spec, plan = parse_spec(raw, self.settings)
         job_id = uuid.uuid4().hex
-        deadline_at = time.time() + spec.deadline_s
+        profile = self.settings.latency_profiles[
+            spec.latency_profile or self.settings.default_latency_profile
+        ]
+        deadline_s = spec.deadline_s or profile.total_s
+        now = time.time()
+        deadline_at = now + deadline_s
+        # Subtasks must be done in their share of the deadline, so synthesis keeps its own.
+        workers_deadline_at = now + deadline_s * profile.workers_share()
         fields = {
             "kind": spec.kind,
             "tenant": spec.tenant,
@@ -101,18 +112,25 @@ class Producer:
             )
             if not created:
                 return Receipt(existing, False, len(plan.subtasks))
-            self._enqueue(job_id, spec, plan, deadline_at)
+            self._enqueue(job_id, spec, plan, workers_deadline_at, deadline_at)
             self.store.mark_running(job_id)
         except RedisError as exc:
             raise StoreUnavailable(f"Redis unavailable while submitting: {exc}") from exc
         return Receipt(job_id, True, len(plan.subtasks))
 
-    def _enqueue(self, job_id: str, spec: JobSpec, plan: Plan, deadline_at: float) -> None:
+    def _enqueue(
+        self, job_id: str, spec: JobSpec, plan: Plan, workers_deadline_at: float, deadline_at: float
+    ) -> None:
         # kombu's Redis priorities run 0 (first) to 9; a JobSpec's 9 is the most urgent.
         options = {"priority": 9 - spec.priority}
         header = [
             self._signature(
-                job_id, spec.tenant, deadline_at, s.worker_type, s.model_dump(mode="json"), s.id
+                job_id,
+                spec.tenant,
+                workers_deadline_at,
+                s.worker_type,
+                s.model_dump(mode="json"),
+                s.id,
             ).set(**options)
             for s in plan.subtasks
         ]

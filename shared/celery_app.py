@@ -51,7 +51,6 @@ def _queue(worker_type: WorkerType) -> Queue:
     return Queue(name, Exchange(name), routing_key=name)  # type: ignore[no-untyped-call]
 
 
-
 def make_celery(
     settings: FleetlineSettings, name: str = "fleetline", *, send_only: bool = False
 ) -> Celery:
@@ -93,5 +92,7 @@ def make_celery(
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,
         timezone="UTC",
+        # Undecodable bodies and unknown task names are dead-lettered, not dropped.
+        worker_consumer="workers.consumer:DeadLetteringConsumer",
     )
     return app

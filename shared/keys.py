@@ -37,3 +37,18 @@ def idempotency(tenant: str, key: str) -> str:
 def deadlines() -> str:
     """ZSET: job id scored by its deadline; the watchdog finalises overdue members."""
     return f"{PREFIX}:deadlines"
+
+
+# A delivery that died mid-run leaves its in-flight mark behind; the mark outlives any
+# redelivery (visibility timeout plus restore scan), then goes by itself.
+INFLIGHT_TTL_S = 2 * 3600
+
+
+def inflight(job_id: str, subtask_id: str) -> str:
+    """STRING: deliveries of a subtask that started and have not finished (crash counter)."""
+    return f"{PREFIX}:job:{{{job_id}}}:inflight:{subtask_id}"
+
+
+def dead_letters() -> str:
+    """STREAM: messages that could not be run (capped by settings.celery.dead_letter_max)."""
+    return f"{PREFIX}:dlq"

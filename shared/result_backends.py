@@ -1,8 +1,9 @@
 """A result backend for processes that send tasks and never wait on their results.
 
-Celery's Redis backend subscribes to a result channel for every task sent (one SUBSCRIBE
-per subtask) so that `AsyncResult.get()` can be woken; the producer never calls it (it
-polls the state store), so its sends skip that round trip.
+Celery's Redis backend subscribes to a result channel for every task sent, and again for
+every header of a group (its completion barrier), so that `AsyncResult.get()` can be
+woken: one SUBSCRIBE per subtask, and an UNSUBSCRIBE when the result object is collected.
+The producer never waits on a result (it polls the state store), so it skips all of that.
 """
 
 from __future__ import annotations
@@ -13,7 +14,18 @@ from celery.backends.redis import RedisBackend
 
 
 class SendOnlyRedisBackend(RedisBackend):  # type: ignore[misc]
-    """The Redis result backend without per-task result subscriptions."""
+    """The Redis result backend without result subscriptions: results cannot be awaited."""
 
     def on_task_call(self, producer: Any, task_id: str) -> None:
         return None
+
+    def add_pending_result(
+        self, result: Any, weak: bool = False, start_drainer: bool = True
+    ) -> Any:
+        return result
+
+    def add_pending_results(self, results: Any, weak: bool = False) -> list[Any]:
+        return list(results)
+
+    def remove_pending_result(self, result: Any) -> Any:
+        return result

@@ -48,7 +48,9 @@ class JobSpec(_Strict):
     tenant: str = Field(default="default", min_length=1, max_length=64, pattern=r"^[\w.-]+$")
     budget_usd: float = Field(default=1.0, gt=0, le=10_000)
     max_tokens: int = Field(default=200_000, gt=0, le=100_000_000)
-    deadline_s: float = Field(default=60.0, gt=0)
+    # None: the latency profile's total (8 s for the default, interactive profile).
+    deadline_s: float | None = Field(default=None, gt=0)
+    latency_profile: str | None = Field(default=None, max_length=64)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
     priority: int = Field(default=5, ge=0, le=9)
 

@@ -57,8 +57,10 @@ class CelerySettings(BaseSettings):
     prefetch_multiplier: int = Field(default=1, ge=1)
     # Flower's task pages need events; they cost 30-45 % throughput, so off by default.
     task_events: bool = False
-    # How often a redelivery after a lost pool child is retried before it is dropped.
-    max_worker_lost_retries: int = Field(default=3, ge=0)
+    # A subtask whose deliveries died mid-run this often is poison: dead-lettered, not rerun.
+    poison_after_crashes: int = Field(default=2, ge=1)
+    # Dead letters kept at most (oldest dropped first).
+    dead_letter_max: int = Field(default=10_000, ge=10)
 
 
 class WorkerTypeSettings(BaseModel):
@@ -75,6 +77,10 @@ class WorkerTypeSettings(BaseModel):
     retry_backoff_s: float = Field(default=0.5, ge=0)
     retry_backoff_max_s: float = Field(default=30.0, ge=0)
     max_output_tokens: int = Field(default=512, gt=0)
+    # Cheaper tiers to fall back to when every model of `tier` is unavailable or unaffordable.
+    fallback_tiers: list[Tier] = Field(default_factory=list)
+    # Re-asks with the validator's errors after an answer fails the output schema.
+    correction_attempts: int = Field(default=2, ge=0, le=5)
 
     @model_validator(mode="after")
     def _limits_ordered(self) -> WorkerTypeSettings:
@@ -87,9 +93,14 @@ def _default_worker_types() -> dict[WorkerType, WorkerTypeSettings]:
     return {
         WorkerType.EXTRACTION: WorkerTypeSettings(tier=Tier.CHEAP, max_output_tokens=400),
         WorkerType.CLASSIFICATION: WorkerTypeSettings(tier=Tier.CHEAP, max_output_tokens=120),
-        WorkerType.ANALYSIS: WorkerTypeSettings(tier=Tier.REASONING, max_output_tokens=800),
+        WorkerType.ANALYSIS: WorkerTypeSettings(
+            tier=Tier.REASONING, max_output_tokens=800, fallback_tiers=[Tier.CHEAP]
+        ),
         WorkerType.SYNTHESIS: WorkerTypeSettings(
-            tier=Tier.LONG_CONTEXT, concurrency=16, max_output_tokens=1200
+            tier=Tier.LONG_CONTEXT,
+            concurrency=16,
+            max_output_tokens=1200,
+            fallback_tiers=[Tier.CHEAP],
         ),
     }
 
@@ -137,6 +148,34 @@ def _default_tiers() -> dict[Tier, list[str]]:
     }
 
 
+class LatencyProfile(BaseModel):
+    """How a job's end-to-end budget splits between its phases (seconds)."""
+
+    total_s: float = Field(gt=0)
+    planning_s: float = Field(ge=0)
+    workers_s: float = Field(gt=0)
+    synthesis_s: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _adds_up(self) -> LatencyProfile:
+        if self.planning_s + self.workers_s + self.synthesis_s > self.total_s + 1e-9:
+            raise ValueError("planning_s + workers_s + synthesis_s must not exceed total_s")
+        return self
+
+    def workers_share(self) -> float:
+        """The part of a job's deadline by which its parallel subtasks must be done."""
+        return (self.planning_s + self.workers_s) / self.total_s
+
+
+def _default_latency_profiles() -> dict[str, LatencyProfile]:
+    # The interactive rule of thumb: 8 s end to end, 0.5 s planning, 5 s for the parallel
+    # workers, 2 s for synthesis (the remaining 0.5 s is slack for queues).
+    return {
+        "interactive": LatencyProfile(total_s=8, planning_s=0.5, workers_s=5, synthesis_s=2),
+        "batch": LatencyProfile(total_s=600, planning_s=5, workers_s=480, synthesis_s=100),
+    }
+
+
 class ProviderSettings(BaseSettings):
     """Endpoints and keys of the real providers (unused by the offline `sim` provider)."""
 
@@ -161,6 +200,11 @@ class SimSettings(BaseSettings):
     stall_ms: float = Field(default=60_000.0, ge=0)
     # A file every sim call appends one JSON line to (tests count calls across processes).
     call_log: str = ""
+    # While this file exists, every model named on a line of it is down (server errors):
+    # an outage that can start and end while the fleet runs.
+    outage_file: str = ""
+    # A document containing this text kills the process that handles it (poison message).
+    crash_marker: str = ""
 
     @property
     def stalled(self) -> frozenset[str]:
@@ -198,6 +242,9 @@ class FleetlineSettings(BaseSettings):
     providers: ProviderSettings = Field(default_factory=ProviderSettings)
     sim: SimSettings = Field(default_factory=SimSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    latency_profiles: dict[str, LatencyProfile] = Field(default_factory=_default_latency_profiles)
+    # The profile of a job that names none: it decides how its deadline is split.
+    default_latency_profile: str = "interactive"
     sentry_dsn: SecretStr | None = None
     log_level: str = "INFO"
 
@@ -234,9 +281,20 @@ class FleetlineSettings(BaseSettings):
             return value
         return {**{k.value: v for k, v in _default_tiers().items()}, **value}
 
+    @field_validator("latency_profiles", mode="before")
+    @classmethod
+    def _add_profiles(cls, value: object) -> object:
+        if not isinstance(value, dict):
+            return value
+        return {**{k: v.model_dump() for k, v in _default_latency_profiles().items()}, **value}
+
     @model_validator(mode="after")
     def _consistent(self) -> FleetlineSettings:
         vt = self.celery.visibility_timeout_s
+        if self.default_latency_profile not in self.latency_profiles:
+            raise ValueError(
+                f"default_latency_profile: no latency profile {self.default_latency_profile!r}"
+            )
         for wt in WorkerType:
             if wt not in self.workers:
                 raise ValueError(f"workers.{wt.value}: missing worker type")
@@ -263,6 +321,14 @@ class FleetlineSettings(BaseSettings):
 
     def worker(self, worker_type: WorkerType) -> WorkerTypeSettings:
         return self.workers[worker_type]
+
+    def model_chain(self, worker_type: WorkerType) -> list[str]:
+        """The models that may serve a worker type, in order: its tier, then its fallbacks."""
+        policy = self.workers[worker_type]
+        chain: list[str] = []
+        for tier in [policy.tier, *policy.fallback_tiers]:
+            chain += [m for m in self.tiers[tier] if m not in chain]
+        return chain
 
 
 _GROUPS: tuple[type[BaseSettings], ...] = (

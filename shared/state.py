@@ -15,6 +15,7 @@ from typing import Any
 import redis
 
 from shared import keys
+from shared.batch import Batch
 from shared.errors import ConcurrencyError, JobNotFound
 from shared.schemas import JobResult, JobStatus, SubtaskOutcome
 
@@ -119,9 +120,16 @@ class StateStore:
 
     def record_outcome(self, job_id: str, outcome: SubtaskOutcome, actor: str) -> bool:
         """Store a subtask's outcome and add its cost, once. False for a duplicate."""
-        recorded, _ = self._record(
-            keys=[keys.job(job_id), keys.job_audit(job_id), keys.job_outcomes(job_id)],
-            args=[
+        batch = Batch(self._r)
+        index = self.queue_record(batch, job_id, outcome, actor)
+        return self.recorded(batch.execute()[index])
+
+    def queue_record(self, batch: Batch, job_id: str, outcome: SubtaskOutcome, actor: str) -> int:
+        """Queue `record_outcome` on a batch; read its reply with `recorded`."""
+        return batch.script(
+            self._record,
+            [keys.job(job_id), keys.job_audit(job_id), keys.job_outcomes(job_id)],
+            [
                 outcome.subtask_id,
                 outcome.model_dump_json(),
                 repr(outcome.cost_usd),
@@ -130,7 +138,11 @@ class StateStore:
                 time.time(),
             ],
         )
-        return int(recorded) == 1
+
+    @staticmethod
+    def recorded(reply: Any) -> bool:
+        """Whether a queued record wrote the outcome (False: a duplicate, or the job is gone)."""
+        return int(reply[0]) == 1
 
     def finalize(
         self,

@@ -1,21 +1,22 @@
-"""One subtask, start to finish, as a plain function: the guards run here, in order.
+"""One subtask, start to finish: guards, the model call through the gate, bookkeeping.
 
-Celery is not imported: the task adapter in `workers.task` decides what a retryable error
-means for the message; everything else becomes a `SubtaskOutcome`.
+Celery is not imported here: the task adapter (`workers.task`) decides what a retryable
+error means for the message. Redis costs one round trip before the call (every guard's
+check) and one after it (every guard's closing write and the outcome's record).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
-
-from shared.errors import ModelTimeout, PermanentModelError
-from shared.models.base import ModelRequest, ModelResponse
-from shared.models.prices import call_cost_usd
+from shared.batch import Batch
+from shared.errors import ModelTimeout
+from shared.models.base import ModelRequest
 from shared.schemas import OutcomeError, OutcomeStatus, SubtaskOutcome, SubtaskPayload
+from workers.gate import call_through_gate
+from workers.guards import CrashGuard, DeadlineGuard, Guard
 from workers.runtime import WorkerRuntime
 from workers.specialist import Specialist
 
@@ -28,123 +29,133 @@ class Attempt:
     started_at: float
 
 
-def outcome_for(
-    payload: SubtaskPayload,
-    status: OutcomeStatus,
-    attempt: Attempt,
-    category: str | None = None,
-    message: str = "",
-    **fields: object,
-) -> SubtaskOutcome:
-    """An outcome of this subtask; errors carry a category and a message."""
-    return SubtaskOutcome.model_validate(
-        {
-            "subtask_id": payload.subtask.id,
-            "worker_type": payload.subtask.worker_type,
-            "status": status,
-            "error": OutcomeError(category=category, message=message) if category else None,
-            "attempts": attempt.number,
-            "critical": payload.subtask.critical,
-            "latency_ms": (time.time() - attempt.started_at) * 1000,
-            **fields,
+def default_guards() -> list[Guard]:
+    """The guards, in the order they run."""
+    return [DeadlineGuard(), CrashGuard()]
+
+
+@dataclass
+class SubtaskRun:
+    """One delivery of one subtask through the guards, the call and the bookkeeping."""
+
+    payload: SubtaskPayload
+    specialist: Specialist
+    runtime: WorkerRuntime
+    attempt: Attempt
+    actor: str = ""
+    task_name: str = ""
+    task_id: str = ""
+    guards: list[Guard] = field(default_factory=default_guards)
+    model: str = ""
+    # Extra outcome fields guards decide (e.g. which model served after a fallback).
+    notes: dict[str, Any] = field(default_factory=dict)
+    _entered: list[Guard] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.model = (
+            self.model or self.runtime.settings.model_chain(self.payload.subtask.worker_type)[0]
+        )
+
+    def outcome(
+        self,
+        status: OutcomeStatus,
+        category: str | None = None,
+        message: str = "",
+        **fields: Any,
+    ) -> SubtaskOutcome:
+        """An outcome of this run; errors carry a category and a message."""
+        return SubtaskOutcome.model_validate(
+            {
+                "subtask_id": self.payload.subtask.id,
+                "worker_type": self.payload.subtask.worker_type,
+                "status": status,
+                "error": OutcomeError(category=category, message=message) if category else None,
+                "attempts": self.attempt.number,
+                "critical": self.payload.subtask.critical,
+                "latency_ms": (time.time() - self.attempt.started_at) * 1000,
+                **self.notes,
+                **fields,
+            }
+        )
+
+    def before(self) -> SubtaskOutcome | None:
+        """Run every guard's check in one round trip; an outcome ends the subtask early."""
+        batch = Batch(self.runtime.redis)
+        checks = []
+        for guard in self.guards:
+            checks.append(guard.before(self, batch))
+            self._entered.append(guard)
+        replies = batch.execute()
+        for check in checks:
+            verdict = check(replies)
+            if verdict is not None:
+                return verdict
+        return None
+
+    def call(self) -> SubtaskOutcome:
+        """The model call through the validation gate. Raises RetryableModelError."""
+        settings = self.runtime.settings
+        policy = settings.worker(self.payload.subtask.worker_type)
+        price = settings.models[self.model]
+        request = ModelRequest(
+            model=self.model,
+            api_model=price.api_model or self.model,
+            worker_type=self.payload.subtask.worker_type,
+            instruction=self.specialist.instruction(self.payload.subtask.instruction),
+            document=self.payload.subtask.text,
+            max_output_tokens=self.payload.subtask.max_output_tokens,
+            timeout_s=self.call_timeout_s(),
+            call_id=self.payload.subtask.id,
+            attempt=self.attempt.number,
+        )
+        result = call_through_gate(
+            self.runtime.client(self.model),
+            request,
+            self.specialist.output_schema,
+            price,
+            policy.correction_attempts,
+        )
+        usage: dict[str, Any] = {
+            "model": self.model,
+            "tokens_in": result.tokens_in,
+            "tokens_out": result.tokens_out,
+            "cost_usd": result.cost_usd,
         }
-    )
+        if result.output is None:
+            return self.outcome(
+                OutcomeStatus.INVALID_OUTPUT, "invalid_output", result.errors, **usage
+            )
+        return self.outcome(OutcomeStatus.OK, output=result.output, **usage)
 
+    def call_timeout_s(self) -> float:
+        """The smaller of the agent's own ceiling and what is left of the deadline."""
+        agent = self.runtime.settings.worker(self.payload.subtask.worker_type).max_call_s
+        return max(0.001, min(agent, self.payload.deadline_at - time.time()))
 
-def pick_model(runtime: WorkerRuntime, payload: SubtaskPayload) -> str:
-    """The model that serves this subtask: the first of its tier's chain."""
-    return runtime.settings.tiers[payload.subtask.tier][0]
+    def failure(self, exc: Exception) -> SubtaskOutcome:
+        """The outcome of a run whose retries (or deadline) ran out."""
+        status = OutcomeStatus.TIMED_OUT if isinstance(exc, ModelTimeout) else OutcomeStatus.FAILED
+        category = getattr(exc, "category", "internal")
+        return self.outcome(status, category, str(exc) or type(exc).__name__, model=self.model)
 
+    def finish(self, outcome: SubtaskOutcome) -> SubtaskOutcome:
+        """Close every guard and record the outcome, in one round trip.
 
-def call_timeout_s(runtime: WorkerRuntime, payload: SubtaskPayload, now: float) -> float:
-    """The smaller of the agent's own ceiling and what is left of the job's deadline."""
-    agent = runtime.settings.worker(payload.subtask.worker_type).max_call_s
-    return max(0.001, min(agent, payload.deadline_at - now))
+        Returns the outcome as recorded: for a duplicate delivery, the first one's.
+        """
+        batch = Batch(self.runtime.redis)
+        for guard in self._entered:
+            guard.after(self, outcome, batch)
+        index = self.runtime.store.queue_record(batch, self.payload.job_id, outcome, self.actor)
+        replies = batch.execute()
+        if self.runtime.store.recorded(replies[index]):
+            return outcome
+        return self.runtime.store.outcomes(self.payload.job_id).get(outcome.subtask_id, outcome)
 
-
-def execute(
-    payload: SubtaskPayload,
-    specialist: Specialist,
-    runtime: WorkerRuntime,
-    attempt: Attempt,
-) -> SubtaskOutcome:
-    """Run the subtask through its guards and the model call.
-
-    Raises `RetryableModelError` for the caller to retry; returns an outcome otherwise.
-    """
-    now = time.time()
-    if payload.deadline_at <= now:
-        return outcome_for(
-            payload, OutcomeStatus.SKIPPED, attempt, "deadline", "started after the deadline"
-        )
-    model = pick_model(runtime, payload)
-    spec = runtime.settings.models[model]
-    request = ModelRequest(
-        model=model,
-        api_model=spec.api_model or model,
-        worker_type=payload.subtask.worker_type,
-        instruction=specialist.instruction(payload.subtask.instruction),
-        document=payload.subtask.text,
-        max_output_tokens=payload.subtask.max_output_tokens,
-        timeout_s=call_timeout_s(runtime, payload, now),
-        call_id=payload.subtask.id,
-        attempt=attempt.number,
-    )
-    try:
-        response = runtime.client(model).complete(request)
-    except PermanentModelError as exc:
-        return outcome_for(
-            payload, OutcomeStatus.FAILED, attempt, exc.category, str(exc), model=model
-        )
-    return _validated(
-        payload,
-        specialist,
-        attempt,
-        response,
-        call_cost_usd(spec, response.tokens_in, response.tokens_out),
-    )
-
-
-def _validated(
-    payload: SubtaskPayload,
-    specialist: Specialist,
-    attempt: Attempt,
-    response: ModelResponse,
-    cost_usd: float,
-) -> SubtaskOutcome:
-    usage: dict[str, Any] = {
-        "model": response.model,
-        "tokens_in": response.tokens_in,
-        "tokens_out": response.tokens_out,
-        "cost_usd": cost_usd,
-    }
-    try:
-        output = specialist.output_schema.model_validate_json(response.text)
-    except ValidationError as exc:
-        return outcome_for(
-            payload,
-            OutcomeStatus.INVALID_OUTPUT,
-            attempt,
-            "invalid_output",
-            _first_errors(exc),
-            **usage,
-        )
-    return outcome_for(payload, OutcomeStatus.OK, attempt, output=output.model_dump(), **usage)
-
-
-def _first_errors(exc: ValidationError, limit: int = 5) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'output'}: {e['msg']}"
-        for e in exc.errors()[:limit]
-    )
-
-
-def failure_outcome(
-    payload: SubtaskPayload, attempt: Attempt, exc: Exception, model: str | None = None
-) -> SubtaskOutcome:
-    """The outcome of a subtask whose retries ran out (or whose deadline did)."""
-    status = OutcomeStatus.TIMED_OUT if isinstance(exc, ModelTimeout) else OutcomeStatus.FAILED
-    category = getattr(exc, "category", "internal")
-    return outcome_for(
-        payload, status, attempt, category, str(exc) or type(exc).__name__, model=model
-    )
+    def abandon(self) -> None:
+        """Close every guard before a retry: nothing held stays held."""
+        batch = Batch(self.runtime.redis)
+        for guard in self._entered:
+            guard.after(self, None, batch)
+        batch.execute()
+        self._entered.clear()

@@ -19,65 +19,70 @@ from shared.errors import ModelTimeout, RetryableModelError
 from shared.names import SUBTASK_TASK_NAMES
 from shared.schemas import OutcomeStatus, SubtaskOutcome, SubtaskPayload
 from shared.settings import FleetlineSettings
-from workers.pipeline import Attempt, execute, failure_outcome, outcome_for
+from workers.pipeline import Attempt, SubtaskRun
 from workers.retry import retry_delay_s
-from workers.runtime import WorkerRuntime, get_runtime
+from workers.runtime import get_runtime
 from workers.specialist import Specialist
 
 log = logging.getLogger(__name__)
 
 # Redis blips while recording are retried this often, a second apart, before giving up.
-_STORE_RETRIES = 30
+STORE_RETRIES = 30
+
+
+def start_run(task: Task, payload: SubtaskPayload, specialist: Specialist) -> SubtaskRun:
+    """A run of this delivery, labelled with the worker and task that make it."""
+    return SubtaskRun(
+        payload=payload,
+        specialist=specialist,
+        runtime=get_runtime(),
+        attempt=Attempt(number=task.request.retries + 1, started_at=time.time()),
+        actor=task.request.hostname or "",
+        task_name=task.name,
+        task_id=task.request.id or "",
+    )
 
 
 def run_subtask(task: Task, raw: dict[str, Any], specialist: Specialist) -> dict[str, Any]:
     """Body of every specialist task."""
-    runtime = get_runtime()
     try:
         payload = SubtaskPayload.model_validate(raw)
     except ValidationError as exc:
         # Nothing to record against: the message itself is broken.
         log.error("undecodable subtask payload: %s", exc)
         return {"status": OutcomeStatus.FAILED.value, "error": str(exc)[:500]}
-    attempt = Attempt(number=task.request.retries + 1, started_at=time.time())
-    outcome = _run(task, payload, specialist, runtime, attempt)
-    return _record(task, runtime, payload, outcome).model_dump(mode="json")
-
-
-def _run(
-    task: Task,
-    payload: SubtaskPayload,
-    specialist: Specialist,
-    runtime: WorkerRuntime,
-    attempt: Attempt,
-) -> SubtaskOutcome:
-    policy = runtime.settings.worker(payload.subtask.worker_type)
+    run = start_run(task, payload, specialist)
     try:
-        return execute(payload, specialist, runtime, attempt)
-    except RetryableModelError as exc:
-        delay = retry_delay_s(exc, attempt.number, policy)
-        if attempt.number <= policy.max_retries and time.time() + delay < payload.deadline_at:
-            log.info("retrying %s in %.2fs: %s", payload.subtask.id, delay, exc)
-            raise task.retry(countdown=delay, max_retries=policy.max_retries) from exc
-        return failure_outcome(payload, attempt, exc)
-    except SoftTimeLimitExceeded:
-        return failure_outcome(payload, attempt, ModelTimeout("worker time limit reached"))
-    except Exception as exc:
-        log.exception("subtask %s failed unexpectedly", payload.subtask.id)
-        return outcome_for(payload, OutcomeStatus.FAILED, attempt, "internal", repr(exc)[:500])
-
-
-def _record(
-    task: Task, runtime: WorkerRuntime, payload: SubtaskPayload, outcome: SubtaskOutcome
-) -> SubtaskOutcome:
-    """Record once; a duplicate delivery returns what the first one recorded."""
-    try:
-        if runtime.store.record_outcome(payload.job_id, outcome, actor=task.request.hostname or ""):
-            return outcome
-        return runtime.store.outcomes(payload.job_id).get(outcome.subtask_id, outcome)
+        outcome = drive(task, run)
+        return run.finish(outcome).model_dump(mode="json")
     except RedisError as exc:
-        # The outcome is not recorded yet: run again later rather than lose it.
-        raise task.retry(countdown=1.0, max_retries=_STORE_RETRIES) from exc
+        # Not recorded yet: run again once Redis is back rather than lose it.
+        log.warning("Redis unavailable for %s, retrying: %s", payload.subtask.id, exc)
+        raise task.retry(countdown=1.0, max_retries=STORE_RETRIES) from exc
+
+
+def drive(task: Task, run: SubtaskRun) -> SubtaskOutcome:
+    """Guards, then the call; a retryable failure retries while the deadline allows."""
+    policy = run.runtime.settings.worker(run.payload.subtask.worker_type)
+    try:
+        return run.before() or run.call()
+    except RetryableModelError as exc:
+        delay = retry_delay_s(exc, run.attempt.number, policy)
+        if (
+            run.attempt.number <= policy.max_retries
+            and time.time() + delay < run.payload.deadline_at
+        ):
+            log.info("retrying %s in %.2fs: %s", run.payload.subtask.id, delay, exc)
+            run.abandon()
+            raise task.retry(countdown=delay, max_retries=policy.max_retries) from exc
+        return run.failure(exc)
+    except SoftTimeLimitExceeded:
+        return run.failure(ModelTimeout("worker time limit reached"))
+    except RedisError:
+        raise
+    except Exception as exc:
+        log.exception("subtask %s failed unexpectedly", run.payload.subtask.id)
+        return run.outcome(OutcomeStatus.FAILED, "internal", repr(exc)[:500])
 
 
 def register_specialist(app: Celery, specialist: Specialist, settings: FleetlineSettings) -> Task:

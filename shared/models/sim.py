@@ -13,6 +13,7 @@ import json
 import os
 import random
 import re
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -115,6 +116,10 @@ class SimClient:
             rng.random() for _ in range(5)
         )
 
+        if s.crash_marker and s.crash_marker in request.document:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if _down(s.outage_file, request.model):
+            raise ProviderServerError(f"sim: {request.model} is down (outage file)")
         if request.worker_type.value in s.stalled:
             time.sleep(min(s.stall_ms / 1000, request.timeout_s))
             raise ModelTimeout(f"sim: {request.worker_type.value} is stalled")
@@ -139,6 +144,17 @@ class SimClient:
             tokens_out=min(estimate_tokens(text), request.max_output_tokens),
             latency_ms=(time.monotonic() - started) * 1000,
         )
+
+
+def _down(outage_file: str, model: str) -> bool:
+    """Whether the outage file, read on every call so outages start and end live, names model."""
+    if not outage_file:
+        return False
+    try:
+        with open(outage_file) as f:
+            return model in {line.strip() for line in f}
+    except FileNotFoundError:
+        return False
 
 
 def _seed(seed: int, request: ModelRequest) -> int:

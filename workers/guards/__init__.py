@@ -1,0 +1,12 @@
+"""The guards a subtask passes before its model call, each a small unit of its own.
+
+They run in order from one place (`workers.pipeline.SubtaskRun`): every guard queues its
+Redis work into one shared batch, so all of them together cost one round trip before the
+call and one after it.
+"""
+
+from workers.guards.base import Check, Guard
+from workers.guards.crash import CrashGuard
+from workers.guards.deadline import DeadlineGuard
+
+__all__ = ["Check", "CrashGuard", "DeadlineGuard", "Guard"]

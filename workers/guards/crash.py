@@ -1,0 +1,52 @@
+"""Crashes: a subtask whose deliveries keep killing their process is poison.
+
+Each delivery marks itself in flight before the call and clears the mark after; marks
+left behind count deliveries that died mid-run (pool child or whole worker SIGKILLed).
+Past the limit the subtask is dead-lettered and ends `failed`, so the chord, and every
+other job, goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from shared import keys
+from shared.batch import Batch
+from shared.deadletters import DeadLetterStore
+from shared.schemas import OutcomeStatus, SubtaskOutcome
+from workers.guards.base import Check
+
+if TYPE_CHECKING:
+    from workers.pipeline import SubtaskRun
+
+log = logging.getLogger(__name__)
+
+
+class CrashGuard:
+    def before(self, run: SubtaskRun, batch: Batch) -> Check:
+        key = keys.inflight(run.payload.job_id, run.payload.subtask.id)
+        index = batch.command("INCR", key)
+        batch.command("EXPIRE", key, keys.INFLIGHT_TTL_S)
+        limit = run.runtime.settings.celery.poison_after_crashes
+
+        def check(replies: list[Any]) -> SubtaskOutcome | None:
+            crashes = int(replies[index]) - 1
+            if crashes < limit:
+                return None
+            reason = f"{crashes} deliveries died mid-run"
+            log.error("subtask %s is poison: %s", run.payload.subtask.id, reason)
+            DeadLetterStore(run.runtime.redis, run.runtime.settings.celery.dead_letter_max).add(
+                reason="poison",
+                detail=reason,
+                queue=run.payload.subtask.worker_type.value,
+                task=run.task_name,
+                task_id=run.task_id,
+                message={"args": [run.payload.model_dump(mode="json")]},
+            )
+            return run.outcome(OutcomeStatus.FAILED, "poison", reason)
+
+        return check
+
+    def after(self, run: SubtaskRun, outcome: SubtaskOutcome | None, batch: Batch) -> None:
+        batch.command("DEL", keys.inflight(run.payload.job_id, run.payload.subtask.id))

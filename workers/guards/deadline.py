@@ -1,0 +1,28 @@
+"""Deadline: a subtask that starts after its budget is gone ends `skipped` at once."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from shared.batch import Batch
+from shared.schemas import OutcomeStatus, SubtaskOutcome
+from workers.guards.base import Check
+
+if TYPE_CHECKING:
+    from workers.pipeline import SubtaskRun
+
+
+class DeadlineGuard:
+    """Needs no Redis: the deadline travels in the payload."""
+
+    def before(self, run: SubtaskRun, batch: Batch) -> Check:
+        def check(_: list[Any]) -> SubtaskOutcome | None:
+            if run.payload.deadline_at > time.time():
+                return None
+            return run.outcome(OutcomeStatus.SKIPPED, "deadline", "started after its deadline")
+
+        return check
+
+    def after(self, run: SubtaskRun, outcome: SubtaskOutcome | None, batch: Batch) -> None:
+        return None
