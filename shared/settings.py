@@ -203,12 +203,25 @@ class SimSettings(BaseSettings):
     # While this file exists, every model named on a line of it is down (server errors):
     # an outage that can start and end while the fleet runs.
     outage_file: str = ""
-    # A document containing this text kills the process that handles it (poison message).
+    # A document containing this text kills the process that handles it (a poison
+    # message), in the worker types listed in crash_types (comma-separated; empty: all).
     crash_marker: str = ""
+    crash_types: str = ""
 
     @property
     def stalled(self) -> frozenset[str]:
-        return frozenset(t.strip() for t in self.stall_types.split(",") if t.strip())
+        return _names(self.stall_types)
+
+    def crashes(self, worker_type: str, document: str) -> bool:
+        """Whether the sim must kill its process for this call."""
+        if not self.crash_marker or self.crash_marker not in document:
+            return False
+        types = _names(self.crash_types)
+        return not types or worker_type in types
+
+
+def _names(csv: str) -> frozenset[str]:
+    return frozenset(t.strip() for t in csv.split(",") if t.strip())
 
 
 class LimitsSettings(BaseSettings):

@@ -116,7 +116,7 @@ class SimClient:
             rng.random() for _ in range(5)
         )
 
-        if s.crash_marker and s.crash_marker in request.document:
+        if s.crashes(request.worker_type.value, request.document):
             os.kill(os.getpid(), signal.SIGKILL)
         if _down(s.outage_file, request.model):
             raise ProviderServerError(f"sim: {request.model} is down (outage file)")
@@ -178,6 +178,7 @@ def _log_call(path: str, request: ModelRequest) -> None:
             "worker_type": request.worker_type.value,
             "call_id": request.call_id,
             "attempt": request.attempt,
+            "correction": request.correction,
             "pid": os.getpid(),
             "t": time.time(),
         }
