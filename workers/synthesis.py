@@ -9,11 +9,12 @@ from typing import Any
 from celery import Task
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from shared.outage import through_outage
 from shared.schemas import JobStatus, OutcomeStatus, SubtaskOutcome, SubtaskPayload, SubtaskSpec
 from workers.pipeline import Attempt, SubtaskRun
 from workers.registry import SPECIALISTS
 from workers.runtime import get_runtime
-from workers.task import drive
+from workers.task import drive, record
 from workers.verdict import assemble, findings_text, judge
 
 log = logging.getLogger(__name__)
@@ -66,14 +67,18 @@ def run_synthesis(task: Task, results: list[Any], raw_context: dict[str, Any]) -
             task_name=task.name,
             task_id=task.request.id or "",
         )
-        brief = run.finish(drive(task, run))
+        brief = record(run, drive(task, run))
         if brief.status is OutcomeStatus.OK and brief.output:
             result.update(brief.output)
         else:
             # The agents' findings are still worth having without the brief.
             status = JobStatus.DEGRADED
             result["brief"] = None
-    finalised = runtime.store.finalize(
-        context.job_id, status, completeness, result, actor, reason="synthesis"
+    finalised = through_outage(
+        lambda: runtime.store.finalize(
+            context.job_id, status, completeness, result, actor, reason="synthesis"
+        ),
+        runtime.settings.redis.outage_grace_s,
+        "finalising",
     )
     return {"job_id": context.job_id, "finalised": finalised}

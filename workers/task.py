@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 
 from shared.errors import ModelTimeout, RetryableModelError
 from shared.names import SUBTASK_TASK_NAMES
+from shared.outage import through_outage
 from shared.schemas import OutcomeStatus, SubtaskOutcome, SubtaskPayload
 from shared.settings import FleetlineSettings
 from workers.pipeline import Attempt, SubtaskRun
@@ -53,19 +54,25 @@ def run_subtask(task: Task, raw: dict[str, Any], specialist: Specialist) -> dict
         return {"status": OutcomeStatus.FAILED.value, "error": str(exc)[:500]}
     run = start_run(task, payload, specialist)
     try:
-        outcome = drive(task, run)
-        return run.finish(outcome).model_dump(mode="json")
+        return record(run, drive(task, run)).model_dump(mode="json")
     except RedisError as exc:
         # Not recorded yet: run again once Redis is back rather than lose it.
         log.warning("Redis unavailable for %s, retrying: %s", payload.subtask.id, exc)
         raise task.retry(countdown=1.0, max_retries=STORE_RETRIES) from exc
 
 
+def record(run: SubtaskRun, outcome: SubtaskOutcome) -> SubtaskOutcome:
+    """Close the run and record its outcome, riding out a short Redis outage."""
+    grace = run.runtime.settings.redis.outage_grace_s
+    return through_outage(lambda: run.finish(outcome), grace, "recording")
+
+
 def drive(task: Task, run: SubtaskRun) -> SubtaskOutcome:
     """Guards, then the call; a retryable failure retries while the deadline allows."""
     policy = run.runtime.settings.worker(run.payload.subtask.worker_type)
+    grace = run.runtime.settings.redis.outage_grace_s
     try:
-        return run.before() or run.call()
+        return through_outage(run.before, grace, "guards") or run.call()
     except RetryableModelError as exc:
         delay = retry_delay_s(exc, run.attempt.number, policy)
         if (
