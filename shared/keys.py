@@ -52,3 +52,82 @@ def inflight(job_id: str, subtask_id: str) -> str:
 def dead_letters() -> str:
     """STREAM: messages that could not be run (capped by settings.celery.dead_letter_max)."""
     return f"{PREFIX}:dlq"
+
+
+# --- Spend ledger (shared/ledger.py) --------------------------------------------------------
+# Every ledger key carries the `{spend}` hash tag: one script moves a call's money across the
+# job, tenant, worker-type and fleet counters at once, so they must share a slot on a cluster.
+
+# A reservation a worker never settled nor released (it crashed) is given back after this
+# long. It must outlast the longest model call: the default hard time limit is 75 s and
+# Celery redelivers nothing faster than its visibility timeout, so 15 min is ample; callers
+# with longer calls pass their own hold. A settle after the hold lapsed still charges.
+SPEND_HOLD_TTL_S = 900
+# Window counters live this long past the end of their UTC hour/day: a call reserved in
+# the window's last second settles into it (must exceed SPEND_HOLD_TTL_S), and the report
+# and the kill-switch beat can still read the window that just closed.
+SPEND_WINDOW_GRACE_S = 3_600
+# A job's lifetime budget counter, refreshed on every reservation: it must outlive the job
+# (deadline at most 30 min, unfinished jobs kept a day), or its budget would start again.
+SPEND_JOB_TTL_S = 2 * 86_400
+# A call record makes settle/release idempotent; it outlives any redelivery of the task
+# (visibility timeout 1 h, plus retries).
+SPEND_CALL_TTL_S = 86_400
+
+
+def spend_window(window_code: str, bucket: str) -> str:
+    """HASH: `<scope>|<metric>` -> integer, for one UTC hour (`h`, 2026112522) or day (`d`).
+
+    Scopes: fleet, tenant:X, worker_type:Y, model:M, job:J; metrics: spent_usd and
+    reserved_usd (nano-USD), spent_tokens, reserved_tokens, calls, saved_cache_usd,
+    saved_tiering_usd. TTL: to the window's end plus SPEND_WINDOW_GRACE_S.
+    """
+    return f"{PREFIX}:{{spend}}:{window_code}:{bucket}"
+
+
+def spend_job(job_id: str) -> str:
+    """HASH: the job's lifetime counters (`job:<id>|<metric>`), TTL SPEND_JOB_TTL_S."""
+    return f"{PREFIX}:{{spend}}:job:{job_id}"
+
+
+def spend_call(call_id: str) -> str:
+    """HASH: one model call's reservation record (state, amounts, counters it holds)."""
+    return f"{PREFIX}:{{spend}}:call:{call_id}"
+
+
+def spend_holds() -> str:
+    """ZSET: call record keys scored by when their hold expires; swept by the scripts."""
+    return f"{PREFIX}:{{spend}}:holds"
+
+
+# --- Kill switches (shared/killswitch.py) ---------------------------------------------------
+# A switch's TTL runs to the end of its UTC hour/day: the expiry IS the automatic reset.
+# The `{kill}` hash tag lets one MGET read every switch that applies to a call.
+# The index outlives the longest window (a day); it is pruned by score on every read.
+KILL_INDEX_TTL_S = 2 * 86_400
+
+
+def kill_switch(scope: str, window_code: str) -> str:
+    """STRING: JSON of a tripped switch (scope fleet | tenant:X | worker_type:Y, window h|d)."""
+    return f"{PREFIX}:{{kill}}:{window_code}:{scope}"
+
+
+def kill_index() -> str:
+    """ZSET: tripped switch keys scored by their reset time, for status()."""
+    return f"{PREFIX}:{{kill}}:tripped"
+
+
+# --- Result cache (shared/cache.py) ---------------------------------------------------------
+# Entry TTLs are per worker type (the caller's settings). A lease lasts as long as the
+# caller's provider call may take: if its holder dies, the lease expires and a waiter
+# takes over. Entry and lease share the digest as hash tag, so one script sees both.
+
+
+def cache_entry(digest: str) -> str:
+    """STRING: JSON {output, cost_usd, model, stored_at} of a validated model result."""
+    return f"{PREFIX}:cache:{{{digest}}}"
+
+
+def cache_lease(digest: str) -> str:
+    """STRING: the single-flight lease token of whoever is computing the entry (SET NX PX)."""
+    return f"{PREFIX}:cache:{{{digest}}}:lease"

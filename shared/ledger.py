@@ -1,0 +1,425 @@
+"""The spend ledger: reserve a call's worst case before it runs, settle what it cost after.
+
+Every reservation and every settlement is one Lua script (one round trip), so concurrent
+workers can never reserve past a limit: a reservation that would take any scope's
+spent + reserved past its limit is refused whole, naming the limit and its headroom.
+Windows are calendar-aligned UTC hours and days; amounts are kept as integer nano-USD.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from importlib import resources
+from typing import Any, Literal
+
+import redis
+from pydantic import Field, NonNegativeFloat
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared import keys
+
+NANO = 1_000_000_000
+SavingKind = Literal["cache", "tiering"]
+GroupBy = Literal["agent", "model", "tenant", "job"]
+
+
+class Window(StrEnum):
+    HOUR = "hour"
+    DAY = "day"
+
+    @property
+    def code(self) -> str:
+        return self.value[0]
+
+    @property
+    def seconds(self) -> int:
+        return 3600 if self is Window.HOUR else 86_400
+
+
+def window_bounds(window: Window, now: float) -> tuple[str, float, float]:
+    """(bucket, start, end) of the UTC hour or day holding `now`; bucket: 2026112522/20261125."""
+    start = math.floor(now / window.seconds) * window.seconds
+    fmt = "%Y%m%d%H" if window is Window.HOUR else "%Y%m%d"
+    return datetime.fromtimestamp(start, UTC).strftime(fmt), start, start + window.seconds
+
+
+class ScopeKind(StrEnum):
+    JOB = "job"
+    TENANT = "tenant"
+    WORKER_TYPE = "worker_type"
+    FLEET = "fleet"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Something spend is counted against, with its limits (None = unlimited)."""
+
+    kind: ScopeKind
+    name: str = ""
+    hourly_usd: float | None = None
+    daily_usd: float | None = None
+    # Lifetime budgets: a job's whole run.
+    budget_usd: float | None = None
+    budget_tokens: int | None = None
+
+    @property
+    def label(self) -> str:
+        return "fleet" if self.kind is ScopeKind.FLEET else f"{self.kind.value}:{self.name}"
+
+
+class SpendSettings(BaseSettings):
+    """Spend limits in USD; None, or a name missing from a dict, means unlimited.
+
+    Per-name limits are JSON objects, e.g. FLEETLINE_SPEND_TENANT_DAILY_USD='{"acme": 50,
+    "*": 10}'; the "*" entry applies to every name not listed.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="FLEETLINE_SPEND_", extra="ignore")
+
+    hourly_usd: NonNegativeFloat | None = None
+    daily_usd: NonNegativeFloat | None = None
+    tenant_hourly_usd: dict[str, NonNegativeFloat] = Field(default_factory=dict)
+    tenant_daily_usd: dict[str, NonNegativeFloat] = Field(default_factory=dict)
+    worker_type_hourly_usd: dict[str, NonNegativeFloat] = Field(default_factory=dict)
+    worker_type_daily_usd: dict[str, NonNegativeFloat] = Field(default_factory=dict)
+
+    def limit(self, kind: ScopeKind, name: str, window: Window) -> float | None:
+        """The limit of one scope for one window, or None."""
+        hourly = window is Window.HOUR
+        if kind is ScopeKind.FLEET:
+            return self.hourly_usd if hourly else self.daily_usd
+        if kind is ScopeKind.TENANT:
+            table = self.tenant_hourly_usd if hourly else self.tenant_daily_usd
+        elif kind is ScopeKind.WORKER_TYPE:
+            table = self.worker_type_hourly_usd if hourly else self.worker_type_daily_usd
+        else:
+            return None
+        return table.get(name, table.get("*"))
+
+
+LedgerLimits = SpendSettings
+
+
+def scopes_for(
+    limits: SpendSettings,
+    *,
+    job_id: str,
+    tenant: str,
+    worker_type: str,
+    job_budget_usd: float | None = None,
+    job_budget_tokens: int | None = None,
+) -> list[Scope]:
+    """The four scopes of one model call, with the limits that apply to them."""
+
+    def windowed(kind: ScopeKind, name: str) -> Scope:
+        return Scope(
+            kind,
+            name,
+            hourly_usd=limits.limit(kind, name, Window.HOUR),
+            daily_usd=limits.limit(kind, name, Window.DAY),
+        )
+
+    return [
+        Scope(ScopeKind.JOB, job_id, budget_usd=job_budget_usd, budget_tokens=job_budget_tokens),
+        windowed(ScopeKind.TENANT, tenant),
+        windowed(ScopeKind.WORKER_TYPE, worker_type),
+        windowed(ScopeKind.FLEET, ""),
+    ]
+
+
+def to_nano(usd: float) -> int:
+    return round(usd * NANO)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The limit a reservation would have passed."""
+
+    scope: str  # fleet, tenant:X, worker_type:Y, job:J
+    window: str  # hour, day, lifetime
+    metric: str  # usd, tokens
+    limit: float
+    spent: float
+    reserved: float
+    requested: float
+
+    @property
+    def headroom(self) -> float:
+        return max(0.0, self.limit - self.spent - self.reserved)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.scope} {self.window} {self.metric} limit {self.limit:g} reached: "
+            f"headroom {self.headroom:g}, call needs {self.requested:g}"
+        )
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """ok: the worst case is held. duplicate: the call id had a record already (state)."""
+
+    ok: bool
+    state: str
+    duplicate: bool = False
+    refusal: Refusal | None = None
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """applied: this call changed the ledger; state: the record's state before it."""
+
+    applied: bool
+    state: str
+
+
+@dataclass(frozen=True)
+class ScopeSpend:
+    spent_usd: float = 0.0
+    reserved_usd: float = 0.0
+    spent_tokens: int = 0
+    reserved_tokens: int = 0
+    calls: int = 0
+    saved_cache_usd: float = 0.0
+    saved_tiering_usd: float = 0.0
+
+
+@dataclass(frozen=True)
+class SpendReport:
+    """Spend of one UTC window, by scope label (fleet, tenant:X, worker_type:Y, model:M, job:J)."""
+
+    window: Window
+    bucket: str
+    starts_at: float
+    ends_at: float
+    scopes: dict[str, ScopeSpend] = field(default_factory=dict)
+
+    def by(self, group: GroupBy) -> dict[str, ScopeSpend]:
+        """Spend per worker type (`agent`), model, tenant or job."""
+        prefix = "worker_type:" if group == "agent" else f"{group}:"
+        return {k[len(prefix) :]: v for k, v in self.scopes.items() if k.startswith(prefix)}
+
+    @property
+    def fleet(self) -> ScopeSpend:
+        return self.scopes.get("fleet", ScopeSpend())
+
+    @property
+    def saved_by_cache(self) -> float:
+        return self.fleet.saved_cache_usd
+
+    @property
+    def saved_by_tiering(self) -> float:
+        return self.fleet.saved_tiering_usd
+
+
+def plan_counters(
+    scopes: Sequence[Scope], model: str, now: float
+) -> tuple[list[str], list[int], list[list[Any]]]:
+    """The counter keys (with TTLs) a reservation touches, and each counter's limits.
+
+    Counters are checked in order: job lifetime, then every scope's hour, then its day.
+    """
+    counter_keys: list[str] = []
+    ttls: list[int] = []
+    counters: list[list[Any]] = []
+
+    def index(key: str, ttl: int) -> int:
+        if key not in counter_keys:
+            counter_keys.append(key)
+            ttls.append(ttl)
+        return 3 + counter_keys.index(key)  # KEYS[1], KEYS[2] are the call and the holds
+
+    def cap(usd: float | None) -> int:
+        return -1 if usd is None else to_nano(usd)
+
+    for s in scopes:
+        if s.kind is ScopeKind.JOB:
+            i = index(keys.spend_job(s.name), keys.SPEND_JOB_TTL_S)
+            tokens = -1 if s.budget_tokens is None else s.budget_tokens
+            counters.append([i, s.label, cap(s.budget_usd), tokens, "lifetime"])
+    for window in Window:
+        bucket, _, end = window_bounds(window, now)
+        ttl = math.ceil(end - now) + keys.SPEND_WINDOW_GRACE_S
+        i = index(keys.spend_window(window.code, bucket), ttl)
+        for s in scopes:
+            usd = s.hourly_usd if window is Window.HOUR else s.daily_usd
+            counters.append([i, s.label, cap(usd), -1, window.value])
+        if model:
+            counters.append([i, f"model:{model}", -1, -1, window.value])
+    return counter_keys, ttls, counters
+
+
+def parse_reserve(reply: Any) -> Reservation:
+    """The reply of a queued reservation (see Ledger.queue_reserve)."""
+    code, text = int(reply[0]), _text(reply[1])
+    if code == 1:
+        return Reservation(ok=True, state=text)
+    if code == 2:
+        return Reservation(ok=text == "reserved", state=text, duplicate=True)
+    window, metric = _text(reply[2]), _text(reply[3])
+    scale = NANO if metric == "usd" else 1
+    limit, spent, held, want = (int(x) / scale for x in reply[4:8])
+    refusal = Refusal(text, window, metric, limit, spent, held, want)
+    return Reservation(ok=False, state="refused", refusal=refusal)
+
+
+def parse_settle(reply: Any) -> Settlement:
+    """The reply of a queued settle or release."""
+    return Settlement(applied=int(reply[0]) == 1, state=_text(reply[1]))
+
+
+def _script(client: redis.Redis, name: str) -> Any:
+    lua = resources.files("shared").joinpath("lua")
+    text = lua.joinpath("ledger_lib.lua").read_text() + lua.joinpath(f"{name}.lua").read_text()
+    return client.register_script(text)
+
+
+class Ledger:
+    """Spend reservations and counters in Redis. The client is injected, one per process."""
+
+    def __init__(self, client: redis.Redis, hold_s: float = keys.SPEND_HOLD_TTL_S) -> None:
+        self._r = client
+        self._hold_s = hold_s
+        self._reserve = _script(client, "ledger_reserve")
+        self._settle = _script(client, "ledger_settle")
+        self._release = _script(client, "ledger_release")
+        self._sweep = _script(client, "ledger_sweep")
+
+    def reserve(
+        self,
+        call_id: str,
+        usd: float,
+        tokens: int,
+        scopes: Sequence[Scope],
+        *,
+        model: str = "",
+        now: float | None = None,
+        hold_s: float | None = None,
+    ) -> Reservation:
+        """Hold a call's worst-case cost against every scope, or refuse and hold nothing.
+
+        call_id: one provider call attempt (reserving it again changes nothing: a held
+        reservation stands, a settled or released one is refused). usd/tokens: the call's
+        worst case. model: counted for the per-model report. hold_s: how long the hold
+        outlives a worker that never settles (default keys.SPEND_HOLD_TTL_S).
+        """
+        return parse_reserve(
+            self.queue_reserve(
+                self._r, call_id, usd, tokens, scopes, model=model, now=now, hold_s=hold_s
+            )
+        )
+
+    def queue_reserve(
+        self,
+        pipe: redis.Redis,
+        call_id: str,
+        usd: float,
+        tokens: int,
+        scopes: Sequence[Scope],
+        *,
+        model: str = "",
+        now: float | None = None,
+        hold_s: float | None = None,
+    ) -> Any:
+        """Queue the reservation on a pipeline; read its reply with parse_reserve.
+
+        Given a plain client instead, runs it and returns the raw reply.
+        """
+        if usd < 0 or tokens < 0:
+            raise ValueError("a reservation needs usd >= 0 and tokens >= 0")
+        now = time.time() if now is None else now
+        counter_keys, ttls, counters = plan_counters(scopes, model, now)
+        hold = self._hold_s if hold_s is None else hold_s
+        # The record must outlive its hold, or a sweep could not give the hold back.
+        record_ttl = max(keys.SPEND_CALL_TTL_S, math.ceil(hold) + keys.SPEND_WINDOW_GRACE_S)
+        return self._reserve(
+            keys=[keys.spend_call(call_id), keys.spend_holds(), *counter_keys],
+            args=[
+                repr(now),
+                repr(now + hold),
+                record_ttl,
+                to_nano(usd),
+                tokens,
+                json.dumps(counters),
+                json.dumps(ttls),
+            ],
+            client=pipe,
+        )
+
+    def settle(
+        self, call_id: str, actual_usd: float, actual_tokens: int, now: float | None = None
+    ) -> Settlement:
+        """Charge what the call cost in place of its hold, once per call id."""
+        return parse_settle(self.queue_settle(self._r, call_id, actual_usd, actual_tokens, now))
+
+    def queue_settle(
+        self,
+        pipe: redis.Redis,
+        call_id: str,
+        actual_usd: float,
+        actual_tokens: int,
+        now: float | None = None,
+    ) -> Any:
+        """Queue a settlement on a pipeline; read its reply with parse_settle."""
+        if actual_usd < 0 or actual_tokens < 0:
+            raise ValueError("a settlement needs actual_usd >= 0 and actual_tokens >= 0")
+        now = time.time() if now is None else now
+        return self._settle(
+            keys=[keys.spend_call(call_id), keys.spend_holds()],
+            args=[to_nano(actual_usd), actual_tokens, repr(now)],
+            client=pipe,
+        )
+
+    def release(self, call_id: str) -> Settlement:
+        """Give a failed call's hold back, once. A call that cost anything is settled instead."""
+        return parse_settle(self.queue_release(self._r, call_id))
+
+    def queue_release(self, pipe: redis.Redis, call_id: str) -> Any:
+        """Queue a release on a pipeline; read its reply with parse_settle."""
+        return self._release(keys=[keys.spend_call(call_id), keys.spend_holds()], client=pipe)
+
+    def record_saving(
+        self, kind: SavingKind, usd: float, scopes: Sequence[Scope], now: float | None = None
+    ) -> None:
+        """Count money not spent thanks to the cache or a cheaper tier, in one round trip."""
+        now = time.time() if now is None else now
+        counter_keys, ttls, counters = plan_counters(scopes, "", now)
+        pipe = self._r.pipeline(transaction=True)
+        for c in counters:
+            pipe.hincrby(counter_keys[c[0] - 3], f"{c[1]}|saved_{kind}_usd", to_nano(usd))
+        for key, ttl in zip(counter_keys, ttls, strict=True):
+            pipe.expire(key, ttl)
+        pipe.execute()
+
+    def spend_report(self, window: Window | str, now: float | None = None) -> SpendReport:
+        """Spent and reserved per scope in the UTC hour or day holding `now`."""
+        window = Window(window)
+        now = time.time() if now is None else now
+        bucket, start, end = window_bounds(window, now)
+        pipe = self._r.pipeline(transaction=False)
+        self._sweep(keys=[keys.spend_holds()], args=[repr(now)], client=pipe)
+        pipe.hgetall(keys.spend_window(window.code, bucket))
+        _, raw = pipe.execute()
+        return SpendReport(window, bucket, start, end, _scopes(raw))
+
+    def job_spend(self, job_id: str) -> ScopeSpend:
+        """A job's lifetime spend and holds."""
+        return _scopes(self._r.hgetall(keys.spend_job(job_id))).get(f"job:{job_id}", ScopeSpend())
+
+
+def _scopes(raw: dict[Any, Any]) -> dict[str, ScopeSpend]:
+    table: dict[str, dict[str, Any]] = {}
+    for k, v in raw.items():
+        scope, _, metric = _text(k).rpartition("|")
+        table.setdefault(scope, {})[metric] = int(v) / NANO if metric.endswith("usd") else int(v)
+    known = ScopeSpend.__dataclass_fields__
+    return {s: ScopeSpend(**{k: v for k, v in m.items() if k in known}) for s, m in table.items()}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,12 @@
+-- Give a call's reservation back (the call failed before costing anything), once.
+-- KEYS: call, holds
+-- Returns {1, previous state} when released now, {0, state} when already settled or
+-- released, {-1, "unknown"} when there is no such call record.
+local call, holds = KEYS[1], KEYS[2]
+local rec = redis.call("HMGET", call, "state", "usd", "tokens", "counters")
+if not rec[1] then return {-1, "unknown"} end
+if rec[1] ~= "reserved" and rec[1] ~= "expired" then return {0, rec[1]} end
+if rec[1] == "reserved" then unhold(cjson.decode(rec[4]), rec[2], rec[3]) end
+redis.call("HSET", call, "state", "released")
+redis.call("ZREM", holds, call)
+return {1, rec[1]}

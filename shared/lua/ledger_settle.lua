@@ -1,0 +1,23 @@
+-- Turn a call's reservation into spend, once: a second settle of the call changes nothing.
+-- A hold that expired (already given back) is still charged: the money was spent.
+-- KEYS: call, holds
+-- ARGV: actual_usd, actual_tokens, now
+-- Returns {1, previous state} when charged now, {0, state} when the call was already
+-- settled or released, {-1, "unknown"} when there is no such call record.
+local call, holds = KEYS[1], KEYS[2]
+local rec = redis.call("HMGET", call, "state", "usd", "tokens", "counters")
+if not rec[1] then return {-1, "unknown"} end
+if rec[1] ~= "reserved" and rec[1] ~= "expired" then return {0, rec[1]} end
+local counters = cjson.decode(rec[4])
+if rec[1] == "reserved" then unhold(counters, rec[2], rec[3]) end
+for _, c in ipairs(counters) do
+  if redis.call("EXISTS", c[1]) == 1 then
+    redis.call("HINCRBY", c[1], c[2] .. "|spent_usd", ARGV[1])
+    redis.call("HINCRBY", c[1], c[2] .. "|spent_tokens", ARGV[2])
+    redis.call("HINCRBY", c[1], c[2] .. "|calls", 1)
+  end
+end
+redis.call("HSET", call, "state", "settled", "actual_usd", ARGV[1], "actual_tokens", ARGV[2],
+  "settled_at", ARGV[3])
+redis.call("ZREM", holds, call)
+return {1, rec[1]}
