@@ -1,8 +1,9 @@
 """Several Redis scripts and commands in one round trip.
 
-redis-py runs `SCRIPT EXISTS` before every pipeline that holds Script objects, which
-doubles the round trips of the hot path. A Batch queues EVALSHA directly instead, and
-only when Redis has lost a script (a restart) runs that one script again by itself.
+redis-py sends `SCRIPT EXISTS` before every pipeline that holds scripts, which doubles
+the round trips of the hot path. A Batch is a pipeline that skips that check; when Redis
+has lost a script (it restarted) the reply says so, and just that script is loaded and
+run again on its own.
 """
 
 from __future__ import annotations
@@ -10,46 +11,46 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
 
-class Batch:
-    """Queue scripts and commands, then `execute()` them in one round trip."""
+class Batch(Pipeline):
+    """Queue scripts (`Script(..., client=batch)`) and commands; `execute()` runs them once."""
 
     def __init__(self, client: redis.Redis) -> None:
+        super().__init__(client.connection_pool, client.response_callbacks, False, None)
         self._client = client
-        self._pipe = client.pipeline(transaction=False)
-        self._scripts: dict[int, tuple[Script, list[Any], list[Any]]] = {}
-        self._size = 0
 
-    def __len__(self) -> int:
-        return self._size
+    def load_scripts(self) -> None:
+        # Scripts are assumed loaded; a NoScriptError reply is repaired in execute().
+        return None
 
     def script(self, script: Script, keys: list[Any], args: list[Any]) -> int:
         """Queue a script; return the index of its reply."""
-        self._pipe.evalsha(script.sha, len(keys), *keys, *args)
-        self._scripts[self._size] = (script, keys, args)
-        return self._next()
+        script(keys=keys, args=args, client=self)
+        return len(self.command_stack) - 1
 
-    def command(self, name: str, *args: Any) -> int:
-        """Queue a plain command by name (e.g. "MGET"); return the index of its reply."""
-        self._pipe.execute_command(name, *args)  # type: ignore[no-untyped-call]
-        return self._next()
+    def queue(self, name: str, *args: Any) -> int:
+        """Queue a plain command by name (e.g. "INCR"); return the index of its reply."""
+        self.execute_command(name, *args)  # type: ignore[no-untyped-call]
+        return len(self.command_stack) - 1
 
-    def execute(self) -> list[Any]:
-        """Run everything queued; a script Redis had lost is loaded and run again."""
-        if not self._size:
-            return []
-        replies = list(self._pipe.execute(raise_on_error=False))
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        """Run everything queued; raise the first error, after repairing lost scripts.
+
+        A repaired script runs after the rest of the batch: guards never depend on order.
+        """
+        stack = [args for args, _ in self.command_stack]
+        scripts = {s.sha: s for s in self.scripts}
+        replies = list(super().execute(raise_on_error=False))
         for i, reply in enumerate(replies):
-            if isinstance(reply, NoScriptError) and i in self._scripts:
-                script, keys, args = self._scripts[i]
-                replies[i] = script(keys=keys, args=args, client=self._client)
-            elif isinstance(reply, Exception):
+            if isinstance(reply, NoScriptError) and stack[i][0] == "EVALSHA":
+                sha, *rest = stack[i][1:]
+                script = scripts[sha]
+                script.sha = self._client.script_load(script.script)
+                replies[i] = self._client.evalsha(script.sha, *rest)
+            elif isinstance(reply, Exception) and raise_on_error:
                 raise reply
         return replies
-
-    def _next(self) -> int:
-        self._size += 1
-        return self._size - 1

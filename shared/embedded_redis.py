@@ -66,7 +66,7 @@ def start_redis(
     so that a restart loses nothing).
     """
     port = port or free_port()
-    path = Path(workdir)
+    path = Path(workdir).resolve()  # redis-server changes into --dir before opening its log
     path.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
         [

@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 class CrashGuard:
     def before(self, run: SubtaskRun, batch: Batch) -> Check:
         key = keys.inflight(run.payload.job_id, run.payload.subtask.id)
-        index = batch.command("INCR", key)
-        batch.command("EXPIRE", key, keys.INFLIGHT_TTL_S)
+        index = batch.queue("INCR", key)
+        batch.queue("EXPIRE", key, keys.INFLIGHT_TTL_S)
         limit = run.runtime.settings.celery.poison_after_crashes
 
         def check(replies: list[Any]) -> SubtaskOutcome | None:
@@ -49,4 +49,4 @@ class CrashGuard:
         return check
 
     def after(self, run: SubtaskRun, outcome: SubtaskOutcome | None, batch: Batch) -> None:
-        batch.command("DEL", keys.inflight(run.payload.job_id, run.payload.subtask.id))
+        batch.queue("DEL", keys.inflight(run.payload.job_id, run.payload.subtask.id))

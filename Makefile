@@ -1,0 +1,41 @@
+# The commands of the README; CI (.ci/run) calls the same targets.
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help venv demo test lint bench clean
+
+help:
+	@echo "make venv   create .venv and install Fleetline with its dev and bench extras"
+	@echo "make demo   run a research brief end to end on a local fleet (no Redis needed)"
+	@echo "make test   run the test suite"
+	@echo "make lint   ruff check, ruff format --check, mypy"
+	@echo "make bench  run the benchmarks (QUICK=1 for a short run)"
+	@echo "make clean  remove caches and .fleetline/ (keeps .venv)"
+
+venv: $(STAMP)
+
+# Reinstall only when pyproject.toml changed since the last install.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || python3 -m venv $(VENV)
+	$(BIN)/pip install -e '.[dev,bench]'
+	touch $@
+
+demo: venv
+	$(BIN)/fleetline demo
+
+test: venv
+	$(BIN)/pytest
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: venv
+	$(BIN)/python -m ops.bench $(if $(QUICK),--quick,)
+
+clean:
+	rm -rf .fleetline .mypy_cache .ruff_cache .pytest_cache build
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +

@@ -1,0 +1,212 @@
+"""The `fleetline` command: run a local fleet, submit jobs, and read their results and trail.
+
+Exit codes: 0 succeeded or degraded (or still running, for `status`/`result`), 1 any other
+end or a `--wait` that timed out, 2 bad input or settings, 3 a kill switch refused the job,
+4 Redis unavailable.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from producer import cli_render as render
+from producer.cli_jobs import Exit, exit_code, exit_codes, open_store, read_spec, watch
+from producer.cli_local import (
+    child_env,
+    local_redis,
+    running_fleet,
+    sigterm_as_interrupt,
+    wait_ready,
+)
+from producer.submit import Producer, parse_spec
+from shared.schemas import JobResult
+from shared.settings import FleetlineSettings, get_settings
+
+app = typer.Typer(
+    name="fleetline",
+    help="Fleetline: a Celery + Redis worker fleet for multi-agent LLM jobs.",
+    no_args_is_help=True,
+    add_completion=False,
+    # Locals in a traceback would include settings, API keys among them.
+    pretty_exceptions_show_locals=False,
+)
+
+# The demo's sim latency when FLEETLINE_SIM_LATENCY_MS is unset: slow enough to watch.
+DEMO_SIM_LATENCY_MS = 150
+SAMPLE = Path("ops") / "samples" / "research_brief.json"
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JobResult JSON instead of tables.")]
+JobArg = Annotated[str, typer.Argument(metavar="JOB", help="The job id submit printed.")]
+
+
+@app.command()
+def up(
+    log_dir: Annotated[
+        str | None, typer.Option("--log-dir", help="Write each process's log to DIR/<name>.log.")
+    ] = None,
+) -> None:
+    """Run the fleet here: one worker per worker type, plus beat, until Ctrl-C or SIGTERM.
+
+    Without FLEETLINE_REDIS_URL an embedded Redis is started (and stopped at the end).
+    """
+    with exit_codes():
+        settings = get_settings()
+        try:
+            with sigterm_as_interrupt(), local_redis(settings) as (settings, started):
+                if started:
+                    render.notice(f"embedded Redis at [bold]{started}[/]; in other shells:")
+                    render.notice(f"  export FLEETLINE_REDIS_URL={started}")
+                with running_fleet(settings, child_env(settings), log_dir) as fleet:
+                    for wt, policy in settings.workers.items():
+                        render.notice(f"{wt.value}: {policy.pool} x {policy.concurrency}")
+                    wait_ready(settings)
+                    render.notice("[green]fleet ready[/]; Ctrl-C stops it")
+                    restarts: dict[str, int] = {}
+                    while True:
+                        time.sleep(0.5)
+                        if fleet.restarts != restarts:
+                            restarts = dict(fleet.restarts)
+                            render.notice(f"[yellow]restarted:[/] {restarts}")
+        except KeyboardInterrupt:
+            render.notice("fleet stopped")
+
+
+@app.command()
+def submit(
+    spec_file: Annotated[str, typer.Argument(metavar="SPEC.json", help="Job spec; - for stdin.")],
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the job until it ends.")] = False,
+    as_json: JsonFlag = False,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout",
+            min=0,
+            help="With --wait: give up after S seconds (default: deadline + 30 s).",
+        ),
+    ] = None,
+) -> None:
+    """Submit a job spec; print its id, or with --wait its result."""
+    with exit_codes():
+        settings = get_settings()
+        raw = read_spec(spec_file)
+        # Bad input is refused before anything needs Redis.
+        parse_spec(raw, settings)
+        producer = Producer.from_settings(settings)
+        receipt = producer.submit(raw)
+        if not receipt.created:
+            render.notice(f"idempotency key already used: job {receipt.job_id}")
+        if not wait:
+            if as_json:
+                render.print_json(producer.store.get(receipt.job_id).model_dump_json())
+            else:
+                render.out.print(receipt.job_id)
+            return
+        render.notice(f"job [bold]{receipt.job_id}[/] ({receipt.subtasks} subtasks)")
+        job = watch(producer.store, receipt.job_id, receipt.subtasks, timeout)
+    _finish(job, receipt.job_id, as_json, timeout)
+
+
+@app.command()
+def status(job_id: JobArg, as_json: JsonFlag = False) -> None:
+    """A job's status, completeness and cost."""
+    with exit_codes():
+        job = open_store(get_settings()).get(job_id)
+    if as_json:
+        render.print_json(job.model_dump_json())
+    else:
+        render.out.print(render.summary(job))
+    raise typer.Exit(exit_code(job.status))
+
+
+@app.command()
+def result(job_id: JobArg, as_json: JsonFlag = False) -> None:
+    """A job's brief, per-subtask table, total cost and completeness."""
+    with exit_codes():
+        job = open_store(get_settings()).get(job_id)
+    _finish(job, job_id, as_json)
+
+
+@app.command()
+def audit(job_id: JobArg, as_json: JsonFlag = False) -> None:
+    """Every state change of a job: time, actor, action, version, details."""
+    with exit_codes():
+        store = open_store(get_settings())
+        store.raw(job_id)  # JobNotFound for an unknown id, not an empty trail
+        entries = store.audit(job_id)
+    if as_json:
+        render.print_json(render.audit_json(entries))
+    else:
+        render.out.print(render.audit_table(entries))
+
+
+@app.command()
+def demo(
+    spec_file: Annotated[
+        Path | None, typer.Option("--spec", help=f"Job spec (default: {SAMPLE}).")
+    ] = None,
+) -> None:
+    """The whole tour on this machine: Redis, fleet, a research brief, its result and trace."""
+    with exit_codes():
+        settings = get_settings()
+        raw = read_spec(str(spec_file or _sample()))
+        parse_spec(raw, settings)
+        extra: dict[str, str] = {}
+        if "latency_ms" not in settings.sim.model_fields_set:
+            extra["FLEETLINE_SIM_LATENCY_MS"] = str(DEMO_SIM_LATENCY_MS)
+        with sigterm_as_interrupt(), local_redis(settings) as (settings, started):
+            log_dir = tempfile.mkdtemp(prefix="fleetline-demo-")
+            where = f"embedded Redis at {started}" if started else "Redis at FLEETLINE_REDIS_URL"
+            render.notice(f"using {where}; worker logs in {log_dir}")
+            job = _demo_run(settings, raw, child_env(settings, extra), log_dir)
+    _finish(job, "the demo job", as_json=False, render_result=False)
+
+
+def _demo_run(
+    settings: FleetlineSettings, raw: Any, env: dict[str, str], log_dir: str
+) -> JobResult | None:
+    """Start the fleet, run one job, and show its result and trace before stopping it."""
+    with running_fleet(settings, env, log_dir):
+        with render.err.status("starting workers and beat…"):
+            wait_ready(settings)
+        producer = Producer.from_settings(settings)
+        receipt = producer.submit(raw)
+        render.notice(f"submitted job [bold]{receipt.job_id}[/] ({receipt.subtasks} subtasks)")
+        job = watch(producer.store, receipt.job_id, receipt.subtasks)
+        if job is not None:
+            render.show_result(job)
+            render.out.print(render.audit_table(producer.store.audit(job.job_id)))
+        return job
+
+
+def _sample() -> Path:
+    """The bundled sample: beside the source tree, else under the current directory."""
+    bundled = Path(__file__).resolve().parents[1] / SAMPLE
+    return bundled if bundled.exists() else SAMPLE
+
+
+def _finish(
+    job: JobResult | None,
+    job_id: str,
+    as_json: bool,
+    timeout_s: float | None = None,
+    render_result: bool = True,
+) -> None:
+    """Print a final result and exit with its code (1 when the wait timed out)."""
+    if job is None:
+        after = f" after {timeout_s:g}s" if timeout_s is not None else ""
+        render.error(f"{job_id} still not finished{after}")
+        raise typer.Exit(Exit.FAILED)
+    if as_json:
+        render.print_json(job.model_dump_json())
+    elif render_result:
+        render.show_result(job)
+    raise typer.Exit(exit_code(job.status))
+
+
+if __name__ == "__main__":
+    app()

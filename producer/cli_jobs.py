@@ -1,0 +1,143 @@
+"""The CLI's plumbing: reading spec files, mapping errors to exit codes, waiting on a job."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+import typer
+from kombu.exceptions import OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from producer.cli_render import err, error
+from shared.errors import (
+    ConfigError,
+    FleetlineError,
+    JobNotFound,
+    KillSwitchTripped,
+    SpecError,
+    StoreUnavailable,
+)
+from shared.redis_client import make_redis
+from shared.schemas import JobResult, JobStatus
+from shared.settings import FleetlineSettings
+from shared.state import StateStore
+
+# How often --wait reads the job record; never AsyncResult.get() (DESIGN.md).
+POLL_S = 0.2
+# Without --timeout, --wait gives the watchdog this long past the job's deadline.
+WAIT_GRACE_S = 30.0
+
+
+class Exit(IntEnum):
+    """The CLI's exit codes (README: "Exit codes")."""
+
+    OK = 0
+    FAILED = 1
+    BAD_INPUT = 2
+    KILLED = 3
+    NO_REDIS = 4
+
+
+def exit_code(status: JobStatus) -> Exit:
+    """0 while a job runs or when it succeeded or degraded; 1 for any other end."""
+    if not status.terminal or status in (JobStatus.SUCCEEDED, JobStatus.DEGRADED):
+        return Exit.OK
+    return Exit.FAILED
+
+
+@contextmanager
+def exit_codes() -> Iterator[None]:
+    """Turn Fleetline's exceptions into a message on stderr and the matching exit code."""
+    try:
+        yield
+    except (SpecError, ConfigError) as exc:
+        error(str(exc))
+        raise typer.Exit(Exit.BAD_INPUT) from None
+    except JobNotFound as exc:
+        error(str(exc))
+        raise typer.Exit(Exit.BAD_INPUT) from None
+    except KillSwitchTripped as exc:
+        error(f"refused: {exc}")
+        raise typer.Exit(Exit.KILLED) from None
+    except (StoreUnavailable, RedisConnectionError, RedisTimeoutError, OperationalError) as exc:
+        reason = str(exc) if isinstance(exc, StoreUnavailable) else f"Redis unavailable: {exc}"
+        error(f"{reason} (is the server up, and FLEETLINE_REDIS_URL right?)")
+        raise typer.Exit(Exit.NO_REDIS) from None
+    except FleetlineError as exc:
+        error(str(exc))
+        raise typer.Exit(Exit.FAILED) from None
+
+
+def read_spec(source: str) -> Any:
+    """The JSON in a spec file (`-`: stdin), or a SpecError saying why it cannot be read."""
+    name = "stdin" if source == "-" else source
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise SpecError([("spec", f"cannot read {name}: {reason}")]) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SpecError(
+            [("spec", f"{name} is not valid JSON: {exc.msg} (line {exc.lineno} col {exc.colno})")]
+        ) from None
+
+
+def open_store(settings: FleetlineSettings) -> StateStore:
+    """The state store, with commands bounded like submit's (a dead Redis fails fast)."""
+    client = make_redis(settings, timeout_s=settings.redis.submit_timeout_s)
+    return StateStore(client, settings.limits.finished_ttl_s)
+
+
+def watch(
+    store: StateStore, job_id: str, subtasks: int, timeout_s: float | None = None
+) -> JobResult | None:
+    """Show a progress bar until the job is terminal; None if `timeout_s` passes first.
+
+    Args:
+        store: where the job record lives.
+        job_id: the job to follow.
+        subtasks: how many parallel subtasks it has (synthesis counts as one more).
+        timeout_s: give up after this long; None: the job's deadline plus a grace.
+    """
+    total = subtasks + 1
+    job = store.get(job_id)
+    if timeout_s is None:
+        timeout_s = max(0.0, job.deadline_at - time.time()) + WAIT_GRACE_S
+    give_up = time.monotonic() + timeout_s
+    columns = (
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("subtasks"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err) as progress:
+        bar = progress.add_task(job.status.value, total=total)
+        while True:
+            done = min(len(job.subtasks), total)
+            progress.update(bar, completed=done, description=job.status.value)
+            if job.status.terminal:
+                return job
+            if time.monotonic() >= give_up:
+                return None
+            time.sleep(POLL_S)
+            job = store.get(job_id)

@@ -1,0 +1,122 @@
+"""Local runs for `fleetline up` and `fleetline demo`: a Redis if none is set, and the fleet.
+
+Everything started here is stopped here, in reverse order, on normal exit, Ctrl-C or
+SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+from producer.cli_render import notice
+from producer.fleet import Fleet
+from shared.celery_app import make_celery
+from shared.embedded_redis import start_redis
+from shared.errors import FleetlineError
+from shared.names import WorkerType
+from shared.redis_client import make_redis
+from shared.settings import FleetlineSettings
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C, so `finally` blocks stop what was started."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def with_redis_url(settings: FleetlineSettings, url: str) -> FleetlineSettings:
+    """The same settings, pointing at another Redis."""
+    return settings.model_copy(update={"redis": settings.redis.model_copy(update={"url": url})})
+
+
+@contextmanager
+def local_redis(
+    settings: FleetlineSettings, workdir: str | None = None
+) -> Iterator[tuple[FleetlineSettings, str | None]]:
+    """Yield settings with a Redis URL, and the URL of the server started here (or None).
+
+    With FLEETLINE_REDIS_URL set, that Redis is used and nothing is started.
+    """
+    if settings.redis.url:
+        # Fail now (exit 4) rather than start workers that retry a dead Redis forever.
+        client = make_redis(settings, timeout_s=settings.redis.submit_timeout_s)
+        try:
+            client.ping()
+        finally:
+            client.close()
+        yield settings, None
+        return
+    # Absolute: redis-server changes into --dir before it opens its --logfile inside it.
+    server = start_redis(Path(workdir or settings.redis.embedded_dir).resolve())
+    try:
+        yield with_redis_url(settings, server.url), server.url
+    finally:
+        server.stop()
+
+
+def child_env(
+    settings: FleetlineSettings, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment of the fleet's processes: ours, plus the Redis URL and `extra`."""
+    env = {**os.environ, **(extra or {})}
+    if settings.redis.url:
+        env["FLEETLINE_REDIS_URL"] = settings.redis.url
+    return env
+
+
+@contextmanager
+def running_fleet(
+    settings: FleetlineSettings, env: Mapping[str, str], log_dir: str | None = None
+) -> Iterator[Fleet]:
+    """Start every worker type and beat; stop them all when the block ends."""
+    if log_dir:
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+    fleet = Fleet()
+    try:
+        fleet.start(settings, env, log_dir=log_dir)
+        yield fleet
+    finally:
+        # A second SIGTERM while stopping must not leave workers behind.
+        previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            notice("[dim]stopping the fleet…[/]")
+            fleet.stop()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def wait_ready(settings: FleetlineSettings, timeout_s: float = 60.0) -> None:
+    """Until every worker type of this process's fleet answers a ping.
+
+    Raises FleetlineError when they do not within `timeout_s`.
+    """
+    app = make_celery(settings, send_only=True)
+    # Fleet names its workers `<type>-<our pid>@host`: other fleets on this Redis don't count.
+    wanted = {f"{wt.value}-{os.getpid()}@" for wt in WorkerType}
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            replies = app.control.ping(timeout=0.5) or []
+            names = {name for reply in replies for name in reply}
+            missing = {w for w in wanted if not any(n.startswith(w) for n in names)}
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                types = ", ".join(sorted(m.split("-")[0] for m in missing))
+                raise FleetlineError(f"workers not ready after {timeout_s:g}s: {types}")
+    finally:
+        app.close()
