@@ -15,14 +15,14 @@ from typing import Any
 
 import redis
 from celery import Celery, chord
-from celery.canvas import Signature
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from producer.decomposers import DECOMPOSERS, Plan
 from shared.celery_app import make_celery
-from shared.errors import FleetlineError, SpecError, StoreUnavailable
-from shared.names import SUBTASK_TASK_NAMES, TASK_SYNTHESIS, WorkerType
+from shared.errors import FleetlineError, KillSwitchTripped, SpecError, StoreUnavailable
+from shared.killswitch import KillSwitches
+from shared.names import SUBTASK_TASK_NAMES, TASK_SYNTHESIS
 from shared.redis_client import make_redis
 from shared.schemas import JobSpec, JobStatus, SubtaskPayload
 from shared.settings import FleetlineSettings
@@ -55,6 +55,9 @@ def parse_spec(raw: JobSpec | dict[str, Any], settings: FleetlineSettings) -> tu
         spec = raw if isinstance(raw, JobSpec) else JobSpec.model_validate(raw)
     except ValidationError as exc:
         raise SpecError(validation_errors(exc)) from None
+    size = len(json.dumps(spec.input))
+    if size > settings.limits.max_input_bytes:
+        raise SpecError([("input", f"{size} bytes, over {settings.limits.max_input_bytes}")])
     decomposer = DECOMPOSERS.get(spec.kind)
     if decomposer is None:
         known = ", ".join(sorted(DECOMPOSERS))
@@ -107,6 +110,7 @@ class Producer:
             "budget_usd": repr(spec.budget_usd),
         }
         try:
+            self._admit(spec)
             existing, created = self.store.create_job(
                 job_id, fields, deadline_at, spec.idempotency_key, spec.tenant
             )
@@ -123,20 +127,29 @@ class Producer:
     ) -> None:
         # kombu's Redis priorities run 0 (first) to 9; a JobSpec's 9 is the most urgent.
         options = {"priority": 9 - spec.priority}
+        job = {
+            "job_id": job_id,
+            "tenant": spec.tenant,
+            "budget_usd": spec.budget_usd,
+            "budget_tokens": spec.max_tokens,
+        }
         header = [
-            self._signature(
-                job_id,
-                spec.tenant,
-                workers_deadline_at,
-                s.worker_type,
-                s.model_dump(mode="json"),
-                s.id,
-            ).set(**options)
+            self.app.signature(
+                SUBTASK_TASK_NAMES[s.worker_type],
+                args=(
+                    {
+                        **job,
+                        "deadline_at": workers_deadline_at,
+                        "subtask": s.model_dump(mode="json"),
+                    },
+                ),
+                task_id=f"{job_id}:{s.id}",
+                **options,
+            )
             for s in plan.subtasks
         ]
         context = {
-            "job_id": job_id,
-            "tenant": spec.tenant,
+            **job,
             "deadline_at": deadline_at,
             "expected": len(plan.subtasks),
             "synthesis": plan.synthesis.model_dump(mode="json"),
@@ -161,26 +174,15 @@ class Producer:
             )
             raise FleetlineError(f"could not enqueue job {job_id}: {exc}") from exc
 
-    def _signature(
-        self,
-        job_id: str,
-        tenant: str,
-        deadline_at: float,
-        worker_type: WorkerType,
-        subtask: dict[str, Any],
-        local_id: str,
-    ) -> Signature:
-        payload = {
-            "job_id": job_id,
-            "tenant": tenant,
-            "deadline_at": deadline_at,
-            "subtask": subtask,
-        }
-        return self.app.signature(
-            SUBTASK_TASK_NAMES[worker_type],
-            args=(payload,),
-            task_id=f"{job_id}:{local_id}",
-        )
+    def _admit(self, spec: JobSpec) -> None:
+        """Refuse a job while a spend switch covering its tenant is tripped."""
+        switch = KillSwitches(self.store.client).active_for(spec.tenant, None)
+        if switch is not None:
+            resets = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(switch.resets_at))
+            raise KillSwitchTripped(
+                f"refused: the {switch.scope} {switch.window} spend limit is reached "
+                f"({switch.reason}); it resets at {resets}"
+            )
 
 
 __all__ = ["Producer", "Receipt", "SubtaskPayload", "parse_spec"]

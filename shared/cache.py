@@ -127,11 +127,17 @@ class ResultCache:
         """
         return parse_lookup(self.queue_lookup(self._r, key, lease_ms))
 
-    def queue_lookup(self, pipe: redis.Redis, key: str, lease_ms: int) -> Any:
-        """Queue the lookup on a pipeline; read its reply with parse_lookup."""
+    def queue_lookup(
+        self, pipe: redis.Redis, key: str, lease_ms: int, token: str | None = None
+    ) -> Any:
+        """Queue the lookup on a pipeline; read its reply with parse_lookup.
+
+        token: the caller's lease token; a stable one (say, the call's id) lets a
+        redelivered call take back the lease its dead first delivery held.
+        """
         return self._lookup(
             keys=[keys.cache_entry(key), keys.cache_lease(key)],
-            args=[secrets.token_hex(16), max(1, int(lease_ms))],
+            args=[token or secrets.token_hex(16), max(1, int(lease_ms))],
             client=pipe,
         )
 
@@ -157,21 +163,41 @@ class ResultCache:
         cost_usd: what the call cost, reported as the saving of every later hit.
         Returns whether the caller still held its lease (the value is stored either way).
         """
+        done = self.queue_store(self._r, key, output, cost_usd, ttl_s, token, model=model, now=now)
+        return int(done) == 1
+
+    def queue_store(
+        self,
+        pipe: redis.Redis,
+        key: str,
+        output: Any,
+        cost_usd: float,
+        ttl_s: float,
+        token: str | None,
+        *,
+        model: str = "",
+        now: float | None = None,
+    ) -> Any:
+        """Queue `store` on a pipeline; its reply is 1 when the lease was still held."""
         value = {
             "output": output,
             "cost_usd": cost_usd,
             "model": model,
             "stored_at": time.time() if now is None else now,
         }
-        done = self._store(
+        return self._store(
             keys=[keys.cache_entry(key), keys.cache_lease(key)],
             args=[json.dumps(value), max(1, int(ttl_s * 1000)), token or ""],
+            client=pipe,
         )
-        return int(done) == 1
 
     def abandon(self, key: str, token: str) -> bool:
         """Give the lease up (the call failed) so a waiter takes over at once."""
-        return int(self._abandon(keys=[keys.cache_lease(key)], args=[token])) == 1
+        return int(self.queue_abandon(self._r, key, token)) == 1
+
+    def queue_abandon(self, pipe: redis.Redis, key: str, token: str) -> Any:
+        """Queue `abandon` on a pipeline."""
+        return self._abandon(keys=[keys.cache_lease(key)], args=[token], client=pipe)
 
     def wait_for(self, key: str, timeout_s: float, lease_ms: int) -> Lookup:
         """Wait up to timeout_s for another caller's value.

@@ -71,7 +71,7 @@ SPEND_WINDOW_GRACE_S = 3_600
 # (deadline at most 30 min, unfinished jobs kept a day), or its budget would start again.
 SPEND_JOB_TTL_S = 2 * 86_400
 # A call record makes settle/release idempotent; it outlives any redelivery of the task
-# (visibility timeout 1 h, plus retries).
+# (the visibility timeout, 5 min by default, plus retries).
 SPEND_CALL_TTL_S = 86_400
 
 

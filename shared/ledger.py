@@ -387,14 +387,26 @@ class Ledger:
         self, kind: SavingKind, usd: float, scopes: Sequence[Scope], now: float | None = None
     ) -> None:
         """Count money not spent thanks to the cache or a cheaper tier, in one round trip."""
-        now = time.time() if now is None else now
-        counter_keys, ttls, counters = plan_counters(scopes, "", now)
         pipe = self._r.pipeline(transaction=True)
+        self.queue_record_saving(pipe, kind, usd, scopes, now)
+        pipe.execute()
+
+    def queue_record_saving(
+        self,
+        pipe: redis.Redis,
+        kind: SavingKind,
+        usd: float,
+        scopes: Sequence[Scope],
+        now: float | None = None,
+        model: str = "",
+    ) -> None:
+        """Queue `record_saving` on a pipeline (its replies carry nothing to read)."""
+        now = time.time() if now is None else now
+        counter_keys, ttls, counters = plan_counters(scopes, model, now)
         for c in counters:
             pipe.hincrby(counter_keys[c[0] - 3], f"{c[1]}|saved_{kind}_usd", to_nano(usd))
         for key, ttl in zip(counter_keys, ttls, strict=True):
             pipe.expire(key, ttl)
-        pipe.execute()
 
     def spend_report(self, window: Window | str, now: float | None = None) -> SpendReport:
         """Spent and reserved per scope in the UTC hour or day holding `now`."""

@@ -74,6 +74,9 @@ class SubtaskPayload(_Strict):
     tenant: str
     deadline_at: float
     subtask: SubtaskSpec
+    # The job's budgets, which every call's reservation is checked against.
+    budget_usd: float | None = None
+    budget_tokens: int | None = None
 
 
 class OutcomeError(_Strict):
@@ -96,6 +99,9 @@ class SubtaskOutcome(_Strict):
     attempts: int = 1
     cached: bool = False
     critical: bool = False
+    # Set when another model than the tier's first served: which one it was, and why.
+    routed_from: str | None = None
+    route_reason: str | None = None
     output: dict[str, Any] | None = None
 
 

@@ -20,6 +20,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
+from shared.ledger import SpendSettings
 from shared.names import Tier, WorkerType
 
 Pool = Literal["threads", "prefork", "gevent", "solo"]
@@ -85,6 +86,8 @@ class WorkerTypeSettings(BaseModel):
     fallback_tiers: list[Tier] = Field(default_factory=list)
     # Re-asks with the validator's errors after an answer fails the output schema.
     correction_attempts: int = Field(default=2, ge=0, le=5)
+    # How long a validated answer is reused for an identical call; 0 turns caching off.
+    cache_ttl_s: int = Field(default=86_400, ge=0)
 
     @model_validator(mode="after")
     def _limits_ordered(self) -> WorkerTypeSettings:
@@ -228,6 +231,17 @@ def _names(csv: str) -> frozenset[str]:
     return frozenset(t.strip() for t in csv.split(",") if t.strip())
 
 
+class CacheSettings(BaseSettings):
+    """The result cache (per worker type TTLs live with the worker types)."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEETLINE_CACHE_", extra="ignore")
+
+    enabled: bool = True
+    # Off: one tenant's prompts never answer another's. On: identical calls of every
+    # tenant share entries (only for tenants that may see each other's data).
+    shared: bool = False
+
+
 class LimitsSettings(BaseSettings):
     """Edge limits on what a job may ask for, and how long records live."""
 
@@ -259,6 +273,8 @@ class FleetlineSettings(BaseSettings):
     providers: ProviderSettings = Field(default_factory=ProviderSettings)
     sim: SimSettings = Field(default_factory=SimSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    spend: SpendSettings = Field(default_factory=SpendSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
     latency_profiles: dict[str, LatencyProfile] = Field(default_factory=_default_latency_profiles)
     # The profile of a job that names none: it decides how its deadline is split.
     default_latency_profile: str = "interactive"
@@ -346,6 +362,8 @@ class FleetlineSettings(BaseSettings):
 
 _GROUPS: tuple[type[BaseSettings], ...] = (
     RedisSettings,
+    SpendSettings,
+    CacheSettings,
     CelerySettings,
     ProviderSettings,
     SimSettings,

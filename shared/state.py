@@ -42,6 +42,7 @@ class StateStore:
     """Job records in Redis. One instance per process; the client is injected."""
 
     def __init__(self, client: redis.Redis, finished_ttl_s: int) -> None:
+        self.client = client
         self._r = client
         self._finished_ttl_s = finished_ttl_s
         self._create = client.register_script(_script("create_job"))

@@ -13,10 +13,19 @@ from typing import Any
 
 from shared.batch import Batch
 from shared.errors import ModelTimeout
+from shared.ledger import Scope, scopes_for
 from shared.models.base import ModelRequest
 from shared.schemas import OutcomeError, OutcomeStatus, SubtaskOutcome, SubtaskPayload
 from workers.gate import call_through_gate
-from workers.guards import CrashGuard, DeadlineGuard, Guard
+from workers.guards import (
+    BudgetGuard,
+    CacheGuard,
+    CrashGuard,
+    DeadlineGuard,
+    Guard,
+    KillSwitchGuard,
+    Reroute,
+)
 from workers.runtime import WorkerRuntime
 from workers.specialist import Specialist
 
@@ -30,8 +39,8 @@ class Attempt:
 
 
 def default_guards() -> list[Guard]:
-    """The guards, in the order they run."""
-    return [DeadlineGuard(), CrashGuard()]
+    """The guards of one run, in the order they run (fresh ones: they hold per-run state)."""
+    return [DeadlineGuard(), CrashGuard(), KillSwitchGuard(), BudgetGuard(), CacheGuard()]
 
 
 @dataclass
@@ -49,6 +58,8 @@ class SubtaskRun:
     model: str = ""
     # Extra outcome fields guards decide (e.g. which model served after a fallback).
     notes: dict[str, Any] = field(default_factory=dict)
+    # Set while checks run once an earlier guard has ended or rerouted the run.
+    stopped: bool = False
     _entered: list[Guard] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -79,25 +90,45 @@ class SubtaskRun:
         )
 
     def before(self) -> SubtaskOutcome | None:
-        """Run every guard's check in one round trip; an outcome ends the subtask early."""
-        batch = Batch(self.runtime.redis)
-        checks = []
-        for guard in self.guards:
-            checks.append(guard.before(self, batch))
-            self._entered.append(guard)
-        replies = batch.execute()
-        for check in checks:
-            verdict = check(replies)
-            if verdict is not None:
-                return verdict
-        return None
+        """Every guard's check, in one round trip; an outcome ends the subtask early.
 
-    def call(self) -> SubtaskOutcome:
-        """The model call through the validation gate. Raises RetryableModelError."""
-        settings = self.runtime.settings
-        policy = settings.worker(self.payload.subtask.worker_type)
-        price = settings.models[self.model]
-        request = ModelRequest(
+        A guard that rules the current model out (an open breaker, no budget left) moves
+        the run down the worker type's model chain; only its per-model guards run again.
+        """
+        chain = self.runtime.settings.model_chain(self.payload.subtask.worker_type)
+        remaining = iter(chain[chain.index(self.model) + 1 :] if self.model in chain else [])
+        pending = list(self.guards)
+        batch = Batch(self.runtime.redis)
+        while True:
+            checks = [guard.before(self, batch) for guard in pending]
+            self._entered += [g for g in pending if g not in self._entered]
+            replies = batch.execute()
+            # Every check reads its replies, so each guard knows what it holds; the first
+            # verdict decides.
+            verdict: SubtaskOutcome | Reroute | None = None
+            self.stopped = False
+            for check in checks:
+                found = check(replies)
+                if found is not None and verdict is None:
+                    verdict = found
+                    self.stopped = True
+            if not isinstance(verdict, Reroute):
+                return verdict
+            following = next(remaining, None)
+            if following is None:
+                return verdict.outcome
+            batch = Batch(self.runtime.redis)
+            pending = [g for g in self.guards if g.per_model]
+            for guard in pending:
+                guard.after(self, None, batch)
+            self.notes.setdefault("routed_from", self.model)
+            self.notes["route_reason"] = verdict.reason
+            self.model = following
+
+    def request(self) -> ModelRequest:
+        """The model request of this run, for its current model."""
+        price = self.runtime.settings.models[self.model]
+        return ModelRequest(
             model=self.model,
             api_model=price.api_model or self.model,
             worker_type=self.payload.subtask.worker_type,
@@ -108,11 +139,27 @@ class SubtaskRun:
             call_id=self.payload.subtask.id,
             attempt=self.attempt.number,
         )
+
+    def budget_scopes(self) -> list[Scope]:
+        """The ledger scopes a call of this run is charged to, with their limits."""
+        return scopes_for(
+            self.runtime.settings.spend,
+            job_id=self.payload.job_id,
+            tenant=self.payload.tenant,
+            worker_type=self.payload.subtask.worker_type.value,
+            job_budget_usd=self.payload.budget_usd,
+            job_budget_tokens=self.payload.budget_tokens,
+        )
+
+    def call(self) -> SubtaskOutcome:
+        """The model call through the validation gate. Raises RetryableModelError."""
+        settings = self.runtime.settings
+        policy = settings.worker(self.payload.subtask.worker_type)
         result = call_through_gate(
             self.runtime.client(self.model),
-            request,
+            self.request(),
             self.specialist.output_schema,
-            price,
+            settings.models[self.model],
             policy.correction_attempts,
         )
         usage: dict[str, Any] = {

@@ -30,6 +30,8 @@ class SynthesisContext(BaseModel):
     deadline_at: float
     expected: int
     synthesis: SubtaskSpec
+    budget_usd: float | None = None
+    budget_tokens: int | None = None
 
 
 def parse_outcomes(results: list[Any]) -> list[SubtaskOutcome]:
@@ -59,6 +61,8 @@ def run_synthesis(task: Task, results: list[Any], raw_context: dict[str, Any]) -
                 tenant=context.tenant,
                 deadline_at=context.deadline_at,
                 subtask=spec,
+                budget_usd=context.budget_usd,
+                budget_tokens=context.budget_tokens,
             ),
             specialist=SPECIALISTS[spec.worker_type],
             runtime=runtime,

@@ -15,7 +15,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from shared.errors import ModelTimeout, RetryableModelError
+from shared.errors import ModelTimeout, PermanentModelError, RetryableModelError
 from shared.names import SUBTASK_TASK_NAMES
 from shared.outage import through_outage
 from shared.schemas import OutcomeStatus, SubtaskOutcome, SubtaskPayload
@@ -82,6 +82,8 @@ def drive(task: Task, run: SubtaskRun) -> SubtaskOutcome:
             log.info("retrying %s in %.2fs: %s", run.payload.subtask.id, delay, exc)
             run.abandon()
             raise task.retry(countdown=delay, max_retries=policy.max_retries) from exc
+        return run.failure(exc)
+    except PermanentModelError as exc:
         return run.failure(exc)
     except SoftTimeLimitExceeded:
         return run.failure(ModelTimeout("worker time limit reached"))

@@ -39,7 +39,11 @@ def findings_text(outcomes: Iterable[SubtaskOutcome]) -> str:
 
 
 def assemble(outcomes: Iterable[SubtaskOutcome], expected_ids: list[str]) -> dict[str, Any]:
-    """The structured part of a result, built without any model: what each agent found."""
+    """The structured part of a result, built without any model: what each agent found.
+
+    `missing` lists the expected subtasks with no outcome at all (the watchdog's case),
+    `unusable` those whose outcome was not ok.
+    """
     seen = {o.subtask_id: o for o in outcomes}
     entities: list[str] = []
     figures: list[str] = []
@@ -55,10 +59,8 @@ def assemble(outcomes: Iterable[SubtaskOutcome], expected_ids: list[str]) -> dic
             labels[o.subtask_id] = str(o.output.get("label"))
         elif o.worker_type is WorkerType.ANALYSIS:
             findings += [str(f) for f in o.output.get("findings", [])]
-    missing = [sid for sid in expected_ids if seen.get(sid) is None]
-    unusable = [
-        sid for sid in expected_ids if sid in seen and seen[sid].status is not OutcomeStatus.OK
-    ]
+    missing = [sid for sid in expected_ids if sid not in seen]
+    unusable = [sid for sid, o in seen.items() if o.status is not OutcomeStatus.OK]
     return {
         "entities": entities[:50],
         "figures": figures[:50],

@@ -5,8 +5,20 @@ Redis work into one shared batch, so all of them together cost one round trip be
 call and one after it.
 """
 
-from workers.guards.base import Check, Guard
+from workers.guards.base import Check, Guard, Reroute
+from workers.guards.budget import BudgetGuard
+from workers.guards.cache import CacheGuard
 from workers.guards.crash import CrashGuard
 from workers.guards.deadline import DeadlineGuard
+from workers.guards.killswitch import KillSwitchGuard
 
-__all__ = ["Check", "CrashGuard", "DeadlineGuard", "Guard"]
+__all__ = [
+    "BudgetGuard",
+    "CacheGuard",
+    "Check",
+    "CrashGuard",
+    "DeadlineGuard",
+    "Guard",
+    "KillSwitchGuard",
+    "Reroute",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.batch import Batch
@@ -11,17 +12,38 @@ from shared.schemas import SubtaskOutcome
 if TYPE_CHECKING:
     from workers.pipeline import SubtaskRun
 
-# Reads the batch's replies; returns an outcome to end the subtask there, or None to go on.
-Check = Callable[[list[Any]], SubtaskOutcome | None]
+
+@dataclass(frozen=True)
+class Reroute:
+    """This model cannot serve the call; try the next of the chain, else end with `outcome`."""
+
+    outcome: SubtaskOutcome
+    reason: str
+
+
+# Reads the batch's replies: an outcome ends the subtask there, a Reroute moves it to the
+# next model, None lets it go on.
+Check = Callable[[list[Any]], SubtaskOutcome | Reroute | None]
 
 
 class Guard(Protocol):
-    """One concern of the hot path (deadline, crashes, kill switch, breaker, budget, cache)."""
+    """One concern of the hot path (deadline, crashes, kill switch, breaker, budget, cache).
+
+    `per_model` guards hold something for the run's current model; they are closed and
+    run again when the run moves to another model.
+    """
+
+    per_model: bool
 
     def before(self, run: SubtaskRun, batch: Batch) -> Check:
         """Queue what this guard needs to know; return the check of its replies."""
         ...
 
     def after(self, run: SubtaskRun, outcome: SubtaskOutcome | None, batch: Batch) -> None:
-        """Queue this guard's closing writes; `outcome` is None when the run will retry."""
+        """Queue this guard's closing writes; `outcome` is None when its hold goes unused
+        (the run will retry, or moved to another model).
+
+        It may be called again with the same arguments when Redis failed the first batch,
+        so it queues idempotent writes and changes no state of its own.
+        """
         ...

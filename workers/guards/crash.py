@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 
 class CrashGuard:
+    per_model = False
+
     def before(self, run: SubtaskRun, batch: Batch) -> Check:
         key = keys.inflight(run.payload.job_id, run.payload.subtask.id)
         index = batch.queue("INCR", key)

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 class DeadlineGuard:
     """Needs no Redis: the deadline travels in the payload."""
 
+    per_model = False
+
     def before(self, run: SubtaskRun, batch: Batch) -> Check:
         def check(_: list[Any]) -> SubtaskOutcome | None:
             if run.payload.deadline_at > time.time():

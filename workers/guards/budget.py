@@ -1,0 +1,82 @@
+"""Budget: the call's worst case is reserved before it is made, and settled after.
+
+The reservation is checked against the job, the tenant, the worker type and the fleet
+(hour and day) in one script; a refusal moves the run to a cheaper model, and when none
+is left the subtask ends `budget_exceeded` without calling anyone. A failed call's hold
+is released; what a call cost is settled once per call id, so a redelivery pays nothing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from shared.batch import Batch
+from shared.ledger import Ledger, Scope, parse_reserve
+from shared.models.base import render_messages
+from shared.models.prices import call_cost_usd, estimate_tokens, worst_case_cost_usd
+from shared.schemas import OutcomeStatus, SubtaskOutcome
+from workers.guards.base import Check, Reroute
+
+if TYPE_CHECKING:
+    from workers.pipeline import SubtaskRun
+
+
+class BudgetGuard:
+    per_model = True
+
+    def __init__(self) -> None:
+        self.call_id: str | None = None
+        self.scopes: list[Scope] = []
+
+    def before(self, run: SubtaskRun, batch: Batch) -> Check:
+        settings = run.runtime.settings
+        payload = run.payload
+        price = settings.models[run.model]
+        request = run.request()
+        tokens_in = estimate_tokens("".join(render_messages(request)))
+        worst_usd = worst_case_cost_usd(price, tokens_in, request.max_output_tokens)
+        worst_tokens = tokens_in + request.max_output_tokens
+        self.scopes = run.budget_scopes()
+        call_id = f"{payload.job_id}:{payload.subtask.id}:{run.attempt.number}:{run.model}"
+        Ledger(run.runtime.redis).queue_reserve(
+            batch, call_id, worst_usd, worst_tokens, self.scopes, model=run.model
+        )
+        index = len(batch.command_stack) - 1
+        # Released in after() unless settled: releasing a refused reservation changes nothing.
+        self.call_id = call_id
+
+        def check(replies: list[Any]) -> SubtaskOutcome | Reroute | None:
+            reservation = parse_reserve(replies[index])
+            if reservation.ok or reservation.duplicate:
+                return None
+            refusal = str(reservation.refusal) if reservation.refusal else "budget refused"
+            return Reroute(
+                run.outcome(OutcomeStatus.BUDGET_EXCEEDED, "budget", refusal, model=run.model),
+                "budget",
+            )
+
+        return check
+
+    def after(self, run: SubtaskRun, outcome: SubtaskOutcome | None, batch: Batch) -> None:
+        if self.call_id is None:
+            return
+        ledger = Ledger(run.runtime.redis)
+        if outcome is not None and outcome.cost_usd > 0:
+            tokens = outcome.tokens_in + outcome.tokens_out
+            ledger.queue_settle(batch, self.call_id, outcome.cost_usd, tokens)
+            saved = _tiering_saving(run, outcome)
+            if saved > 0:
+                ledger.queue_record_saving(batch, "tiering", saved, self.scopes, model=run.model)
+        else:
+            ledger.queue_release(batch, self.call_id)
+
+
+def _tiering_saving(run: SubtaskRun, outcome: SubtaskOutcome) -> float:
+    """What the same tokens would have cost more on the priciest model any tier uses."""
+    settings = run.runtime.settings
+    in_use = {m for chain in settings.tiers.values() for m in chain}
+    top = max(
+        (settings.models[m] for m in in_use),
+        key=lambda p: call_cost_usd(p, outcome.tokens_in, outcome.tokens_out),
+    )
+    return call_cost_usd(top, outcome.tokens_in, outcome.tokens_out) - outcome.cost_usd

@@ -1,0 +1,40 @@
+"""Kill switch: under a tripped spend switch a subtask ends `killed` before any call."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from shared.batch import Batch
+from shared.killswitch import KillSwitches, parse_active_for
+from shared.schemas import OutcomeStatus, SubtaskOutcome
+from workers.guards.base import Check
+
+if TYPE_CHECKING:
+    from workers.pipeline import SubtaskRun
+
+
+class KillSwitchGuard:
+    per_model = False
+
+    def before(self, run: SubtaskRun, batch: Batch) -> Check:
+        KillSwitches(run.runtime.redis).queue_active_for(
+            batch, run.payload.tenant, run.payload.subtask.worker_type.value
+        )
+        index = len(batch.command_stack) - 1
+
+        def check(replies: list[Any]) -> SubtaskOutcome | None:
+            switch = parse_active_for(replies[index], time.time())
+            if switch is None:
+                return None
+            return run.outcome(
+                OutcomeStatus.KILLED,
+                "kill_switch",
+                f"{switch.scope} {switch.window} spend switch tripped ({switch.reason}); "
+                f"resets at {time.strftime('%H:%M:%SZ', time.gmtime(switch.resets_at))}",
+            )
+
+        return check
+
+    def after(self, run: SubtaskRun, outcome: SubtaskOutcome | None, batch: Batch) -> None:
+        return None
