@@ -60,7 +60,8 @@ def assemble(outcomes: Iterable[SubtaskOutcome], expected_ids: list[str]) -> dic
         elif o.worker_type is WorkerType.ANALYSIS:
             findings += [str(f) for f in o.output.get("findings", [])]
     missing = [sid for sid in expected_ids if sid not in seen]
-    unusable = [sid for sid, o in seen.items() if o.status is not OutcomeStatus.OK]
+    order = expected_ids or list(seen)
+    unusable = [sid for sid in order if sid in seen and seen[sid].status is not OutcomeStatus.OK]
     return {
         "entities": entities[:50],
         "figures": figures[:50],
