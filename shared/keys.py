@@ -131,3 +131,37 @@ def cache_entry(digest: str) -> str:
 def cache_lease(digest: str) -> str:
     """STRING: the single-flight lease token of whoever is computing the entry (SET NX PX)."""
     return f"{PREFIX}:cache:{{{digest}}}:lease"
+
+
+# --- Circuit breakers (shared/breakers/) ----------------------------------------------------
+# One breaker per (worker type, model), named `<worker_type>:<model>`. Every breaker key
+# carries the `{breaker}` hash tag: one script moves a breaker's state, its window, its probe
+# lease and the registry at once, so they must share a slot on a cluster.
+
+# A breaker's state lives this long past its last write, then goes by itself: a breaker
+# nobody called for a day has nothing worth keeping (an open one would long since have
+# reached half-open). It must exceed any reset timeout plus probe timeout.
+BREAKER_IDLE_TTL_S = 86_400
+# The window hash lives one window (plus a bucket) past its last write: older buckets no
+# longer count. The probe lease lives as long as a probe call may take (the caller's
+# setting): if its holder dies, the lease expires and the next caller probes.
+
+
+def breaker(name: str) -> str:
+    """HASH: a breaker's state (closed | open), opened_at, half_open_at (ms), trips."""
+    return f"{PREFIX}:{{breaker}}:{name}"
+
+
+def breaker_window(name: str) -> str:
+    """HASH: a ring of per-bucket counters: t<i> bucket number, c<i> calls, f<i> failures."""
+    return f"{PREFIX}:{{breaker}}:{name}:window"
+
+
+def breaker_probe(name: str) -> str:
+    """STRING: the token of the one half-open probe call in flight (SET NX PX)."""
+    return f"{PREFIX}:{{breaker}}:{name}:probe"
+
+
+def breaker_registry() -> str:
+    """ZSET: breaker name scored by its last write (ms), for listing; TTL BREAKER_IDLE_TTL_S."""
+    return f"{PREFIX}:{{breaker}}:names"

@@ -98,6 +98,8 @@ class SubtaskOutcome(_Strict):
     latency_ms: float = 0.0
     attempts: int = 1
     cached: bool = False
+    # How many subtasks shared the model call (0: it had a call of its own).
+    batch_size: int = 0
     critical: bool = False
     # Set when another model than the tier's first served: which one it was, and why.
     routed_from: str | None = None

@@ -88,6 +88,12 @@ class WorkerTypeSettings(BaseModel):
     correction_attempts: int = Field(default=2, ge=0, le=5)
     # How long a validated answer is reused for an identical call; 0 turns caching off.
     cache_ttl_s: int = Field(default=86_400, ge=0)
+    # Calls of this worker type that arrive together share one model call, up to this
+    # many (1: never batch). A batch closes when full, after batch_max_wait_ms, or when no
+    # call joined it for batch_idle_ms, so a lone call waits only the idle time.
+    batch_max_size: int = Field(default=1, ge=1, le=64)
+    batch_max_wait_ms: float = Field(default=50.0, ge=0)
+    batch_idle_ms: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")
     def _limits_ordered(self) -> WorkerTypeSettings:
@@ -98,8 +104,12 @@ class WorkerTypeSettings(BaseModel):
 
 def _default_worker_types() -> dict[WorkerType, WorkerTypeSettings]:
     return {
-        WorkerType.EXTRACTION: WorkerTypeSettings(tier=Tier.CHEAP, max_output_tokens=400),
-        WorkerType.CLASSIFICATION: WorkerTypeSettings(tier=Tier.CHEAP, max_output_tokens=120),
+        WorkerType.EXTRACTION: WorkerTypeSettings(
+            tier=Tier.CHEAP, max_output_tokens=400, batch_max_size=8
+        ),
+        WorkerType.CLASSIFICATION: WorkerTypeSettings(
+            tier=Tier.CHEAP, max_output_tokens=120, batch_max_size=8
+        ),
         WorkerType.ANALYSIS: WorkerTypeSettings(
             tier=Tier.REASONING, max_output_tokens=800, fallback_tiers=[Tier.CHEAP]
         ),

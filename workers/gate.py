@@ -30,6 +30,16 @@ class GateResult:
     models: list[str] = field(default_factory=list)
 
 
+def merge_usage(into: GateResult, extra: GateResult) -> GateResult:
+    """`into` with the calls, tokens and cost of `extra` added (both were paid for)."""
+    into.calls += extra.calls
+    into.tokens_in += extra.tokens_in
+    into.tokens_out += extra.tokens_out
+    into.cost_usd += extra.cost_usd
+    into.models = [*extra.models, *into.models]
+    return into
+
+
 def validation_errors(exc: ValidationError, limit: int = 5) -> str:
     """The first few errors as `field: reason`, the way a model can act on them."""
     return "; ".join(

@@ -16,7 +16,7 @@ from shared.errors import ModelTimeout
 from shared.ledger import Scope, scopes_for
 from shared.models.base import ModelRequest
 from shared.schemas import OutcomeError, OutcomeStatus, SubtaskOutcome, SubtaskPayload
-from workers.gate import call_through_gate
+from workers.gate import GateResult, call_through_gate, merge_usage
 from workers.guards import (
     BudgetGuard,
     CacheGuard,
@@ -155,24 +155,47 @@ class SubtaskRun:
         """The model call through the validation gate. Raises RetryableModelError."""
         settings = self.runtime.settings
         policy = settings.worker(self.payload.subtask.worker_type)
-        result = call_through_gate(
-            self.runtime.client(self.model),
-            self.request(),
-            self.specialist.output_schema,
-            settings.models[self.model],
-            policy.correction_attempts,
-        )
+        request = self.request()
+        batched, batch_size = self._batched(request)
+        if batched is not None and batched.output is not None:
+            result = batched
+        else:
+            batch_size = 0  # it fell back to a call of its own
+            result = call_through_gate(
+                self.runtime.client(self.model),
+                request,
+                self.specialist.output_schema,
+                settings.models[self.model],
+                policy.correction_attempts,
+            )
+            if batched is not None:
+                result = merge_usage(result, batched)
         usage: dict[str, Any] = {
             "model": self.model,
             "tokens_in": result.tokens_in,
             "tokens_out": result.tokens_out,
             "cost_usd": result.cost_usd,
+            "batch_size": batch_size,
         }
         if result.output is None:
             return self.outcome(
                 OutcomeStatus.INVALID_OUTPUT, "invalid_output", result.errors, **usage
             )
         return self.outcome(OutcomeStatus.OK, output=result.output, **usage)
+
+    def _batched(self, request: ModelRequest) -> tuple[GateResult | None, int]:
+        """This call's share of a batch, when its worker type batches and time permits."""
+        policy = self.runtime.settings.worker(self.payload.subtask.worker_type)
+        if (
+            policy.batch_max_size < 2
+            or policy.pool not in ("threads", "gevent")
+            or request.timeout_s < 2 * policy.batch_max_wait_ms / 1000
+        ):
+            return None, 0
+        batcher = self.runtime.batcher(
+            self.payload.subtask.worker_type, self.model, self.specialist.output_schema
+        )
+        return batcher.call(request)
 
     def call_timeout_s(self) -> float:
         """The smaller of the agent's own ceiling and what is left of the deadline."""

@@ -11,12 +11,15 @@ import threading
 from dataclasses import dataclass, field
 
 import redis
+from pydantic import BaseModel
 
 from shared.models.base import ModelClient
 from shared.models.factory import build_client
+from shared.names import WorkerType
 from shared.redis_client import make_redis
 from shared.settings import FleetlineSettings, get_settings
 from shared.state import StateStore
+from workers.batching import Batcher
 
 
 @dataclass
@@ -27,15 +30,35 @@ class WorkerRuntime:
     redis: redis.Redis
     store: StateStore
     _clients: dict[str, ModelClient] = field(default_factory=dict)
+    _batchers: dict[tuple[WorkerType, str], Batcher] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def batcher(self, worker_type: WorkerType, model: str, schema: type[BaseModel]) -> Batcher:
+        """The batcher of one worker type and model, built once per process."""
+        with self._lock:
+            found = self._batchers.get((worker_type, model))
+            if found is None:
+                policy = self.settings.worker(worker_type)
+                found = self._batchers[(worker_type, model)] = Batcher(
+                    self._client_locked(model),
+                    schema,
+                    self.settings.models[model],
+                    policy.batch_max_size,
+                    policy.batch_max_wait_ms / 1000,
+                    policy.batch_idle_ms / 1000,
+                )
+            return found
 
     def client(self, model: str) -> ModelClient:
         """The model client for a price-table key, built once per process."""
         with self._lock:
-            found = self._clients.get(model)
-            if found is None:
-                found = self._clients[model] = build_client(model, self.settings)
-            return found
+            return self._client_locked(model)
+
+    def _client_locked(self, model: str) -> ModelClient:
+        found = self._clients.get(model)
+        if found is None:
+            found = self._clients[model] = build_client(model, self.settings)
+        return found
 
 
 def build_runtime(settings: FleetlineSettings) -> WorkerRuntime:

@@ -30,6 +30,8 @@ class ModelRequest(BaseModel):
     # Identifies the call for deterministic simulation and idempotent accounting.
     call_id: str = ""
     attempt: int = 1
+    # Several documents answered in one call: the answer is {"items": [one per document]}.
+    batch: tuple[str, ...] = ()
 
 
 class ModelResponse(BaseModel):
@@ -58,7 +60,16 @@ SYSTEM_PROMPT = (
 
 def render_messages(request: ModelRequest) -> tuple[str, str]:
     """The (system, user) pair every chat provider is sent for a request."""
-    user = f"{request.instruction}\n\n<document>\n{request.document}\n</document>"
+    if request.batch:
+        documents = "\n".join(
+            f'<document n="{n}">\n{doc}\n</document>' for n, doc in enumerate(request.batch, 1)
+        )
+        user = (
+            f"{request.instruction}\n\nAnswer for each of the {len(request.batch)} documents "
+            'below, in order, as {"items": [one answer object per document]}.\n\n' + documents
+        )
+    else:
+        user = f"{request.instruction}\n\n<document>\n{request.document}\n</document>"
     if request.correction:
         user += (
             "\n\nYour previous answer was rejected by the output validator:\n"

@@ -109,7 +109,7 @@ class SimClient:
         system, user = render_messages(request)
         tokens_in = estimate_tokens(system + user)
         if s.call_log:
-            _log_call(s.call_log, request)
+            _log_call(s.call_log, request, tokens_in)
         rng = random.Random(_seed(s.seed, request))
         # Every draw is made up front, so changing one rate never reshuffles the others.
         fault_roll, fault_kind, malformed_roll, malformed_kind, wait = (
@@ -134,6 +134,8 @@ class SimClient:
         # correction prompts are seen to work.
         if malformed_roll < s.malformed_rate and not request.correction:
             text = _malformed(request, malformed_kind)
+        elif request.batch:
+            text = _batch_answer(request)
         else:
             text = _fit(_ANSWERS[request.worker_type](request), request.max_output_tokens)
         time.sleep(latency_s)
@@ -171,7 +173,7 @@ def _seed(seed: int, request: ModelRequest) -> int:
     return int.from_bytes(digest[:8], "big")
 
 
-def _log_call(path: str, request: ModelRequest) -> None:
+def _log_call(path: str, request: ModelRequest, tokens_in: int) -> None:
     line = json.dumps(
         {
             "model": request.model,
@@ -179,6 +181,8 @@ def _log_call(path: str, request: ModelRequest) -> None:
             "call_id": request.call_id,
             "attempt": request.attempt,
             "correction": request.correction,
+            "batch": len(request.batch),
+            "tokens_in": tokens_in,
             "pid": os.getpid(),
             "t": time.time(),
         }
@@ -198,6 +202,23 @@ def _raise_fault(kind: float, wait: float, timeout_s: float) -> None:
         raise ProviderServerError("sim: injected server error")
     time.sleep(min(timeout_s, _TIMEOUT_FAULT_S))
     raise ModelTimeout("sim: injected timeout")
+
+
+def _batch_answer(request: ModelRequest) -> str:
+    """One answer per document of a batched call, each within its share of the tokens."""
+    share = max(1, request.max_output_tokens // len(request.batch))
+    items = [
+        json.loads(
+            _fit(
+                _ANSWERS[request.worker_type](
+                    request.model_copy(update={"document": doc, "batch": ()})
+                ),
+                share,
+            )
+        )
+        for doc in request.batch
+    ]
+    return json.dumps({"items": items})
 
 
 def _malformed(request: ModelRequest, kind: float) -> str:
