@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from beat.schedule import build_schedule
 from shared.celery_app import make_celery, redis_url
+from shared.logs import quiet_periodic_tasks
+from shared.names import TASK_REAP_DEADLINES
 from shared.settings import get_settings
 
 settings = get_settings()
+quiet_periodic_tasks([TASK_REAP_DEADLINES])
 app = make_celery(settings, name="fleetline-beat", send_only=True)
 app.conf.update(
     beat_schedule=build_schedule(settings),

@@ -132,12 +132,13 @@ def watch(
     )
     with Progress(*columns, console=err) as progress:
         bar = progress.add_task(job.status.value, total=total)
+        status, done = job.status, len(job.subtasks)
         while True:
-            done = min(len(job.subtasks), total)
-            progress.update(bar, completed=done, description=job.status.value)
-            if job.status.terminal:
-                return job
+            progress.update(bar, completed=min(done, total), description=status.value)
+            if status.terminal:
+                return store.get(job_id)
             if time.monotonic() >= give_up:
                 return None
             time.sleep(POLL_S)
-            job = store.get(job_id)
+            # Status and a count only: a job of thousands of subtasks stays cheap to watch.
+            status, done = store.progress(job_id)

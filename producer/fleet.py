@@ -91,6 +91,9 @@ class Fleet:
                 env=self._env,
                 stdout=out,
                 stderr=subprocess.STDOUT if out else None,
+                # Its own session: a terminal's Ctrl-C reaches the CLI, which stops the
+                # fleet in order, rather than every process at once.
+                start_new_session=True,
             )
         finally:
             if out:

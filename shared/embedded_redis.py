@@ -90,6 +90,8 @@ def start_redis(
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # Out of the terminal's process group: it is stopped last, by whoever started it.
+        start_new_session=True,
     )
     server = EmbeddedRedis(process, port)
     client = redis.Redis(port=port, socket_connect_timeout=0.2, socket_timeout=0.5)

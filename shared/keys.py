@@ -165,3 +165,28 @@ def breaker_probe(name: str) -> str:
 def breaker_registry() -> str:
     """ZSET: breaker name scored by its last write (ms), for listing; TTL BREAKER_IDLE_TTL_S."""
     return f"{PREFIX}:{{breaker}}:names"
+
+
+# --- Kill-switch enforcement and scheduled batches (beat/) ----------------------------------
+# The enforcement record has no TTL on purpose: it is the only memory of which queues the
+# beat paused, and a queue paused before a long beat outage must still be resumed by the
+# first check after it. It is one small hash, rewritten by every check.
+# A batch run's progress stays readable as long as its jobs do (finished jobs: 7 days).
+BATCH_RUN_TTL_S = 7 * 86_400
+# A batch's audit stream keeps this many run summaries (a nightly run: almost three years).
+BATCH_AUDIT_MAXLEN = 1_000
+
+
+def kill_enforcement() -> str:
+    """HASH: paused (JSON queue -> scopes pausing it), checks (count), last_check_at."""
+    return f"{PREFIX}:{{kill}}:enforcement"
+
+
+def batch_run(name: str, run_id: str) -> str:
+    """HASH: one batch run's progress (status, counts, job ids); TTL BATCH_RUN_TTL_S."""
+    return f"{PREFIX}:batch:{name}:run:{run_id}"
+
+
+def batch_audit(name: str) -> str:
+    """STREAM: one summary per finished run of the batch, capped at BATCH_AUDIT_MAXLEN."""
+    return f"{PREFIX}:batch:{name}:audit"

@@ -31,6 +31,8 @@ TASK_CLASSIFICATION = "fleetline.classification"
 TASK_ANALYSIS = "fleetline.analysis"
 TASK_SYNTHESIS = "fleetline.synthesis"
 TASK_REAP_DEADLINES = "fleetline.reap_deadlines"
+TASK_KILLSWITCH_CHECK = "fleetline.killswitch_check"
+TASK_BATCH_RUN = "fleetline.batch_run"
 
 SUBTASK_TASK_NAMES: dict[WorkerType, str] = {
     WorkerType.EXTRACTION: TASK_EXTRACTION,
@@ -45,4 +47,7 @@ TASK_QUEUES: dict[str, str] = {
     TASK_ANALYSIS: WorkerType.ANALYSIS.value,
     TASK_SYNTHESIS: WorkerType.SYNTHESIS.value,
     TASK_REAP_DEADLINES: WorkerType.SYNTHESIS.value,
+    # Synthesis keeps running under every switch, so enforcement and batches run there too.
+    TASK_KILLSWITCH_CHECK: WorkerType.SYNTHESIS.value,
+    TASK_BATCH_RUN: WorkerType.SYNTHESIS.value,
 }

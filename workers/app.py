@@ -12,6 +12,7 @@ from celery import Task
 
 from beat.watchdog import finalise_overdue
 from shared.celery_app import make_celery
+from shared.logs import quiet_periodic_tasks
 from shared.names import TASK_REAP_DEADLINES, TASK_SYNTHESIS, WorkerType
 from shared.settings import get_settings
 from workers.registry import SPECIALISTS
@@ -20,6 +21,7 @@ from workers.synthesis import run_synthesis
 from workers.task import register_specialist
 
 settings = get_settings()
+quiet_periodic_tasks([TASK_REAP_DEADLINES])
 app = make_celery(settings, name="fleetline-worker")
 
 for worker_type, specialist in SPECIALISTS.items():

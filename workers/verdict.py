@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -10,11 +12,14 @@ from shared.schemas import JobStatus, OutcomeStatus, SubtaskOutcome
 
 
 def judge(outcomes: Iterable[SubtaskOutcome], expected: int) -> tuple[JobStatus, float]:
-    """Status and completeness: failed when nothing usable came back or a critical part failed."""
+    """Status and completeness: failed when nothing usable came back or a critical part
+    failed, killed when a spend kill switch stopped every part."""
     seen = list(outcomes)
     usable = [o for o in seen if o.status is OutcomeStatus.OK]
     completeness = round(len(usable) / expected, 4) if expected else 0.0
     critical_failed = any(o.critical and o.status is not OutcomeStatus.OK for o in seen)
+    if not usable and seen and all(o.status is OutcomeStatus.KILLED for o in seen):
+        return JobStatus.KILLED, completeness
     if not usable or critical_failed:
         return JobStatus.FAILED, completeness
     if len(usable) < expected:
@@ -22,20 +27,31 @@ def judge(outcomes: Iterable[SubtaskOutcome], expected: int) -> tuple[JobStatus,
     return JobStatus.SUCCEEDED, 1.0
 
 
+_SOURCE_TAG = re.compile(r"^\[[\w.-]+\]\s*")
+
+
 def findings_text(outcomes: Iterable[SubtaskOutcome]) -> str:
-    """The usable outputs as plain sentences, for the synthesis model to read."""
+    """The usable outputs as plain sentences, each once, for the synthesis model to read."""
     lines: list[str] = []
+    topics: Counter[str] = Counter()
     for o in outcomes:
         if o.status is not OutcomeStatus.OK or not o.output:
             continue
         out = o.output
-        if o.worker_type is WorkerType.EXTRACTION:
+        if o.worker_type is WorkerType.ANALYSIS:
+            # Analysis reads documents tagged "[id] ..."; the tag is not part of a finding.
+            lines.extend(_SOURCE_TAG.sub("", str(f)) for f in out.get("findings", []))
+        elif o.worker_type is WorkerType.EXTRACTION:
             lines.append(str(out.get("gist", "")))
         elif o.worker_type is WorkerType.CLASSIFICATION:
-            lines.append(f"{o.subtask_id} is about {out.get('label')}.")
-        elif o.worker_type is WorkerType.ANALYSIS:
-            lines.extend(str(f) for f in out.get("findings", []))
-    return "\n".join(line for line in lines if line)
+            topics[str(out.get("label"))] += 1
+    if topics:
+        lines.append(
+            "Topics covered: "
+            + ", ".join(f"{label} ({n})" for label, n in topics.most_common())
+            + "."
+        )
+    return "\n".join(dict.fromkeys(line.strip() for line in lines if line.strip()))
 
 
 def assemble(outcomes: Iterable[SubtaskOutcome], expected_ids: list[str]) -> dict[str, Any]:

@@ -166,13 +166,18 @@ def test_findings_text_reads_usable_outputs_as_sentences() -> None:
     outcomes = [
         _extract("extract-a", ["Acme"], [], "Acme reported record revenue."),
         _outcome("classify-a", output={"label": "finance"}),
-        _outcome("analyse-0", output={"findings": ["Revenue rose 12%.", "Margins widened."]}),
+        _outcome("classify-b", output={"label": "finance"}),
+        _outcome(
+            "analyse-0",
+            output={"findings": ["[a] Revenue rose 12%.", "Margins widened.", "Revenue rose 12%."]},
+        ),
     ]
+    # Source tags go, each sentence appears once, and labels become one topic line.
     assert findings_text(outcomes).splitlines() == [
         "Acme reported record revenue.",
-        "classify-a is about finance.",
         "Revenue rose 12%.",
         "Margins widened.",
+        "Topics covered: finance (2).",
     ]
 
 
