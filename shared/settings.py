@@ -19,6 +19,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.breakers.settings import BreakerSettings
 from shared.errors import ConfigError
 from shared.ledger import SpendSettings
 from shared.names import Tier, WorkerType
@@ -285,6 +286,7 @@ class FleetlineSettings(BaseSettings):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     spend: SpendSettings = Field(default_factory=SpendSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
     latency_profiles: dict[str, LatencyProfile] = Field(default_factory=_default_latency_profiles)
     # The profile of a job that names none: it decides how its deadline is split.
     default_latency_profile: str = "interactive"
@@ -374,6 +376,7 @@ _GROUPS: tuple[type[BaseSettings], ...] = (
     RedisSettings,
     SpendSettings,
     CacheSettings,
+    BreakerSettings,
     CelerySettings,
     ProviderSettings,
     SimSettings,

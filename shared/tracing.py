@@ -17,12 +17,11 @@ from typing import TYPE_CHECKING, Any
 import sentry_sdk
 from sentry_sdk.integrations.logging import ignore_logger
 
-from shared.settings import FleetlineSettings
-
 if TYPE_CHECKING:
     from sentry_sdk.types import Event, Hint
 
     from shared.killswitch import SwitchState
+    from shared.settings import FleetlineSettings
 
 log = logging.getLogger(__name__)
 

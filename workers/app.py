@@ -9,19 +9,31 @@ import time
 from typing import Any
 
 from celery import Task
+from celery.signals import worker_init, worker_process_init
+from celery.worker.control import control_command
 
+from beat.batches import run_batch
+from beat.killswitch_task import RESUME_COMMAND, CeleryQueueControl, enforce, resume_home_queue
 from beat.watchdog import finalise_overdue
+from producer.submit import Producer
 from shared.celery_app import make_celery
 from shared.logs import quiet_periodic_tasks
-from shared.names import TASK_REAP_DEADLINES, TASK_SYNTHESIS, WorkerType
+from shared.names import (
+    TASK_BATCH_RUN,
+    TASK_KILLSWITCH_CHECK,
+    TASK_REAP_DEADLINES,
+    TASK_SYNTHESIS,
+    WorkerType,
+)
 from shared.settings import get_settings
+from shared.tracing import init_sentry
 from workers.registry import SPECIALISTS
 from workers.runtime import get_runtime
 from workers.synthesis import run_synthesis
 from workers.task import register_specialist
 
 settings = get_settings()
-quiet_periodic_tasks([TASK_REAP_DEADLINES])
+quiet_periodic_tasks([TASK_REAP_DEADLINES, TASK_KILLSWITCH_CHECK])
 app = make_celery(settings, name="fleetline-worker")
 
 for worker_type, specialist in SPECIALISTS.items():
@@ -49,3 +61,38 @@ def reap_deadlines() -> int:
     return len(
         finalise_overdue(runtime.store, time.time(), runtime.settings.limits.deadline_grace_s)
     )
+
+
+@app.task(name=TASK_KILLSWITCH_CHECK, ignore_result=True)
+def killswitch_check() -> dict[str, Any]:
+    runtime = get_runtime()
+    return enforce(runtime.redis, runtime.settings.spend, CeleryQueueControl(app)).as_dict()
+
+
+# Acked on receipt: a run waits for its jobs longer than the visibility timeout, and a
+# redelivered run would only wait again (its jobs are idempotent by slot).
+@app.task(name=TASK_BATCH_RUN, ignore_result=True, acks_late=False)
+def batch_run(name: str) -> dict[str, Any]:
+    runtime = get_runtime()
+    producer = Producer(runtime.settings, runtime.redis, app)
+    return run_batch(name, runtime.settings, producer, runtime.store).model_dump(mode="json")
+
+
+# The queues this worker was started with (-Q): the only ones it ever resumes.
+_home_queues: set[str] = set()
+
+
+@worker_init.connect
+def _on_worker_init(sender: Any, **_: Any) -> None:
+    _home_queues.update(sender.app.amqp.queues.consume_from)
+    init_sentry(settings)
+
+
+@worker_process_init.connect
+def _on_process_init(**_: Any) -> None:
+    init_sentry(settings)
+
+
+@control_command(name=RESUME_COMMAND, args=[("queue", str)], signature="<queue>")
+def _resume_queue(state: Any, queue: str, **_: Any) -> dict[str, str]:
+    return resume_home_queue(state.consumer, queue, _home_queues)

@@ -18,6 +18,7 @@ from shared.models.base import ModelRequest
 from shared.schemas import OutcomeError, OutcomeStatus, SubtaskOutcome, SubtaskPayload
 from workers.gate import GateResult, call_through_gate, merge_usage
 from workers.guards import (
+    BreakerGuard,
     BudgetGuard,
     CacheGuard,
     CrashGuard,
@@ -40,7 +41,14 @@ class Attempt:
 
 def default_guards() -> list[Guard]:
     """The guards of one run, in the order they run (fresh ones: they hold per-run state)."""
-    return [DeadlineGuard(), CrashGuard(), KillSwitchGuard(), BudgetGuard(), CacheGuard()]
+    return [
+        DeadlineGuard(),
+        CrashGuard(),
+        KillSwitchGuard(),
+        BreakerGuard(),
+        BudgetGuard(),
+        CacheGuard(),
+    ]
 
 
 @dataclass
@@ -60,6 +68,9 @@ class SubtaskRun:
     notes: dict[str, Any] = field(default_factory=dict)
     # Set while checks run once an earlier guard has ended or rerouted the run.
     stopped: bool = False
+    # Whether a provider was called for the current model, and how the call failed.
+    called: bool = False
+    call_error: Exception | None = None
     _entered: list[Guard] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -124,6 +135,7 @@ class SubtaskRun:
             self.notes.setdefault("routed_from", self.model)
             self.notes["route_reason"] = verdict.reason
             self.model = following
+            self.called = False
 
     def request(self) -> ModelRequest:
         """The model request of this run, for its current model."""
@@ -156,6 +168,7 @@ class SubtaskRun:
         settings = self.runtime.settings
         policy = settings.worker(self.payload.subtask.worker_type)
         request = self.request()
+        self.called = True
         batched, batch_size = self._batched(request)
         if batched is not None and batched.output is not None:
             result = batched
@@ -204,6 +217,7 @@ class SubtaskRun:
 
     def failure(self, exc: Exception) -> SubtaskOutcome:
         """The outcome of a run whose retries (or deadline) ran out."""
+        self.call_error = exc
         status = OutcomeStatus.TIMED_OUT if isinstance(exc, ModelTimeout) else OutcomeStatus.FAILED
         category = getattr(exc, "category", "internal")
         return self.outcome(status, category, str(exc) or type(exc).__name__, model=self.model)

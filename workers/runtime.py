@@ -9,10 +9,16 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import redis
 from pydantic import BaseModel
 
+from shared.breakers import RedisBreakers
+from shared.cache import ResultCache
+from shared.deadletters import DeadLetterStore
+from shared.killswitch import KillSwitches
+from shared.ledger import Ledger
 from shared.models.base import ModelClient
 from shared.models.factory import build_client
 from shared.names import WorkerType
@@ -32,6 +38,27 @@ class WorkerRuntime:
     _clients: dict[str, ModelClient] = field(default_factory=dict)
     _batchers: dict[tuple[WorkerType, str], Batcher] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # The guards' Redis helpers hold registered scripts: build each once per process.
+    @cached_property
+    def ledger(self) -> Ledger:
+        return Ledger(self.redis)
+
+    @cached_property
+    def cache(self) -> ResultCache:
+        return ResultCache(self.redis)
+
+    @cached_property
+    def kill_switches(self) -> KillSwitches:
+        return KillSwitches(self.redis)
+
+    @cached_property
+    def breakers(self) -> RedisBreakers:
+        return RedisBreakers(self.redis, self.settings.breaker)
+
+    @cached_property
+    def dead_letters(self) -> DeadLetterStore:
+        return DeadLetterStore(self.redis, self.settings.celery.dead_letter_max)
 
     def batcher(self, worker_type: WorkerType, model: str, schema: type[BaseModel]) -> Batcher:
         """The batcher of one worker type and model, built once per process."""

@@ -74,6 +74,7 @@ def drive(task: Task, run: SubtaskRun) -> SubtaskOutcome:
     try:
         return through_outage(run.before, grace, "guards") or run.call()
     except RetryableModelError as exc:
+        run.call_error = exc
         delay = retry_delay_s(exc, run.attempt.number, policy)
         if (
             run.attempt.number <= policy.max_retries

@@ -6,6 +6,7 @@ call and one after it.
 """
 
 from workers.guards.base import Check, Guard, Reroute
+from workers.guards.breaker import BreakerGuard
 from workers.guards.budget import BudgetGuard
 from workers.guards.cache import CacheGuard
 from workers.guards.crash import CrashGuard
@@ -13,6 +14,7 @@ from workers.guards.deadline import DeadlineGuard
 from workers.guards.killswitch import KillSwitchGuard
 
 __all__ = [
+    "BreakerGuard",
     "BudgetGuard",
     "CacheGuard",
     "Check",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from shared.batch import Batch
-from shared.ledger import Ledger, Scope, parse_reserve
+from shared.ledger import Scope, parse_reserve
 from shared.models.base import render_messages
 from shared.models.prices import call_cost_usd, estimate_tokens, worst_case_cost_usd
 from shared.schemas import OutcomeStatus, SubtaskOutcome
@@ -38,7 +38,7 @@ class BudgetGuard:
         worst_tokens = tokens_in + request.max_output_tokens
         self.scopes = run.budget_scopes()
         call_id = f"{payload.job_id}:{payload.subtask.id}:{run.attempt.number}:{run.model}"
-        Ledger(run.runtime.redis).queue_reserve(
+        run.runtime.ledger.queue_reserve(
             batch, call_id, worst_usd, worst_tokens, self.scopes, model=run.model
         )
         index = len(batch.command_stack) - 1
@@ -60,7 +60,7 @@ class BudgetGuard:
     def after(self, run: SubtaskRun, outcome: SubtaskOutcome | None, batch: Batch) -> None:
         if self.call_id is None:
             return
-        ledger = Ledger(run.runtime.redis)
+        ledger = run.runtime.ledger
         if outcome is not None and outcome.cost_usd > 0:
             tokens = outcome.tokens_in + outcome.tokens_out
             ledger.queue_settle(batch, self.call_id, outcome.cost_usd, tokens)

@@ -11,8 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from shared.batch import Batch
-from shared.cache import Hit, Lease, ResultCache, cache_key, parse_lookup
-from shared.ledger import Ledger
+from shared.cache import Hit, Lease, cache_key, parse_lookup
 from shared.schemas import OutcomeStatus, SubtaskOutcome
 from workers.guards.base import Check
 
@@ -43,7 +42,7 @@ class CacheGuard:
             shared=run.runtime.settings.cache.shared,
         )
         lease_ms = int(run.call_timeout_s() * 1000) + 1000
-        cache = ResultCache(run.runtime.redis)
+        cache = run.runtime.cache
         # The subtask's own id: its redelivery reclaims a lease a dead delivery left.
         token = f"{run.payload.job_id}:{run.payload.subtask.id}"
         cache.queue_lookup(batch, key, lease_ms, token)
@@ -69,10 +68,10 @@ class CacheGuard:
     def after(self, run: SubtaskRun, outcome: SubtaskOutcome | None, batch: Batch) -> None:
         if self.key is None:
             return
-        cache = ResultCache(run.runtime.redis)
+        cache = run.runtime.cache
         if self.hit is not None and outcome is not None:
             scopes = run.budget_scopes()
-            Ledger(run.runtime.redis).queue_record_saving(
+            run.runtime.ledger.queue_record_saving(
                 batch, "cache", self.hit.cost_usd, scopes, model=run.model
             )
         elif outcome is not None and outcome.status is OutcomeStatus.OK and outcome.output:

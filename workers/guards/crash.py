@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 from shared import keys
 from shared.batch import Batch
-from shared.deadletters import DeadLetterStore
 from shared.schemas import OutcomeStatus, SubtaskOutcome
 from workers.guards.base import Check
 
@@ -38,7 +37,7 @@ class CrashGuard:
                 return None
             reason = f"{crashes} deliveries died mid-run"
             log.error("subtask %s is poison: %s", run.payload.subtask.id, reason)
-            DeadLetterStore(run.runtime.redis, run.runtime.settings.celery.dead_letter_max).add(
+            run.runtime.dead_letters.add(
                 reason="poison",
                 detail=reason,
                 queue=run.payload.subtask.worker_type.value,

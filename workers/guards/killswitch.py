@@ -6,7 +6,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from shared.batch import Batch
-from shared.killswitch import KillSwitches, parse_active_for
+from shared.killswitch import parse_active_for
 from shared.schemas import OutcomeStatus, SubtaskOutcome
 from workers.guards.base import Check
 
@@ -18,7 +18,7 @@ class KillSwitchGuard:
     per_model = False
 
     def before(self, run: SubtaskRun, batch: Batch) -> Check:
-        KillSwitches(run.runtime.redis).queue_active_for(
+        run.runtime.kill_switches.queue_active_for(
             batch, run.payload.tenant, run.payload.subtask.worker_type.value
         )
         index = len(batch.command_stack) - 1
