@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 from producer.decomposers import DECOMPOSERS, Plan
 from shared.celery_app import make_celery
 from shared.errors import FleetlineError, KillSwitchTripped, SpecError, StoreUnavailable
-from shared.killswitch import KillSwitches
+from shared.killswitch import SwitchState, applicable_keys
 from shared.names import SUBTASK_TASK_NAMES, TASK_SYNTHESIS
 from shared.redis_client import make_redis
 from shared.schemas import JobSpec, JobStatus, SubtaskPayload
@@ -110,20 +110,32 @@ class Producer:
             "budget_usd": repr(spec.budget_usd),
         }
         try:
-            self._admit(spec)
-            existing, created = self.store.create_job(
-                job_id, fields, deadline_at, spec.idempotency_key, spec.tenant
+            # Admission (kill switches), idempotency and the record: one round trip.
+            made = self.store.create_job(
+                job_id,
+                fields,
+                deadline_at,
+                spec.idempotency_key,
+                spec.tenant,
+                refusing_keys=applicable_keys(spec.tenant, None),
             )
-            if not created:
-                return Receipt(existing, False, len(plan.subtasks))
-            self._enqueue(job_id, spec, plan, workers_deadline_at, deadline_at)
-            self.store.mark_running(job_id)
+            if made.refused_by is not None:
+                raise _refusal(SwitchState.from_json(made.refused_by))
+            if not made.created:
+                return Receipt(made.job_id, False, len(plan.subtasks))
+            self._enqueue(job_id, spec, plan, workers_deadline_at, deadline_at, profile.batching)
         except RedisError as exc:
             raise StoreUnavailable(f"Redis unavailable while submitting: {exc}") from exc
         return Receipt(job_id, True, len(plan.subtasks))
 
     def _enqueue(
-        self, job_id: str, spec: JobSpec, plan: Plan, workers_deadline_at: float, deadline_at: float
+        self,
+        job_id: str,
+        spec: JobSpec,
+        plan: Plan,
+        workers_deadline_at: float,
+        deadline_at: float,
+        batchable: bool,
     ) -> None:
         # kombu's Redis priorities run 0 (first) to 9; a JobSpec's 9 is the most urgent.
         options = {"priority": 9 - spec.priority}
@@ -140,6 +152,7 @@ class Producer:
                     {
                         **job,
                         "deadline_at": workers_deadline_at,
+                        "batchable": batchable,
                         "subtask": s.model_dump(mode="json"),
                     },
                 ),
@@ -174,15 +187,13 @@ class Producer:
             )
             raise FleetlineError(f"could not enqueue job {job_id}: {exc}") from exc
 
-    def _admit(self, spec: JobSpec) -> None:
-        """Refuse a job while a spend switch covering its tenant is tripped."""
-        switch = KillSwitches(self.store.client).active_for(spec.tenant, None)
-        if switch is not None:
-            resets = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(switch.resets_at))
-            raise KillSwitchTripped(
-                f"refused: the {switch.scope} {switch.window} spend limit is reached "
-                f"({switch.reason}); it resets at {resets}"
-            )
+
+def _refusal(switch: SwitchState) -> KillSwitchTripped:
+    resets = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(switch.resets_at))
+    return KillSwitchTripped(
+        f"refused: the {switch.scope} {switch.window} spend limit is reached "
+        f"({switch.reason}); it resets at {resets}"
+    )
 
 
 __all__ = ["Producer", "Receipt", "SubtaskPayload", "parse_spec"]

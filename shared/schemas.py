@@ -77,6 +77,8 @@ class SubtaskPayload(_Strict):
     # The job's budgets, which every call's reservation is checked against.
     budget_usd: float | None = None
     budget_tokens: int | None = None
+    # The job's latency profile lets this call wait to share a batched model call.
+    batchable: bool = False
 
 
 class OutcomeError(_Strict):

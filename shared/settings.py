@@ -173,6 +173,9 @@ class LatencyProfile(BaseModel):
     planning_s: float = Field(ge=0)
     workers_s: float = Field(gt=0)
     synthesis_s: float = Field(ge=0)
+    # Whether calls may wait a few milliseconds to share a batched model call: worth it
+    # for throughput and cost, not for a person waiting on an answer.
+    batching: bool = False
 
     @model_validator(mode="after")
     def _adds_up(self) -> LatencyProfile:
@@ -190,7 +193,9 @@ def _default_latency_profiles() -> dict[str, LatencyProfile]:
     # workers, 2 s for synthesis (the remaining 0.5 s is slack for queues).
     return {
         "interactive": LatencyProfile(total_s=8, planning_s=0.5, workers_s=5, synthesis_s=2),
-        "batch": LatencyProfile(total_s=600, planning_s=5, workers_s=480, synthesis_s=100),
+        "batch": LatencyProfile(
+            total_s=600, planning_s=5, workers_s=480, synthesis_s=100, batching=True
+        ),
     }
 
 

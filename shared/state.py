@@ -28,6 +28,15 @@ def _script(name: str) -> str:
 
 
 @dataclass(frozen=True)
+class Created:
+    """What create_job did: the job's id, whether it is new, or what refused it."""
+
+    job_id: str
+    created: bool
+    refused_by: str | None = None
+
+
+@dataclass(frozen=True)
 class AuditEntry:
     """One state change: who made it, what it was, and the version it produced."""
 
@@ -58,15 +67,28 @@ class StateStore:
         idempotency_key: str | None,
         tenant: str,
         actor: str = "producer",
-    ) -> tuple[str, bool]:
-        """Create the record; return (job id, created). An existing idempotency key wins."""
+        refusing_keys: list[str] | None = None,
+    ) -> Created:
+        """Create the record, running, in one round trip; an existing idempotency key wins.
+
+        refusing_keys: keys whose presence refuses the job (tripped kill switches); the
+        first one found is returned in `Created.refused_by`.
+        """
         idem = keys.idempotency(tenant, idempotency_key) if idempotency_key else ""
         ttl = int(deadline_at - time.time()) + keys.UNFINISHED_GRACE_TTL_S
-        created, existing = self._create(
-            keys=[keys.job(job_id), keys.job_audit(job_id), keys.deadlines(), idem],
+        code, value = self._create(
+            keys=[
+                keys.job(job_id),
+                keys.job_audit(job_id),
+                keys.deadlines(),
+                idem,
+                *(refusing_keys or []),
+            ],
             args=[job_id, json.dumps(fields), deadline_at, ttl, time.time(), actor],
         )
-        return _text(existing), bool(created)
+        if int(code) == -1:
+            return Created(job_id, False, refused_by=_text(value))
+        return Created(_text(value), int(code) == 1)
 
     def update(
         self,
@@ -103,21 +125,6 @@ class StateStore:
         if code == -2:
             raise ConcurrencyError(f"job {job_id}: status is {_text(reply[1])}")
         return code
-
-    def mark_running(self, job_id: str, actor: str = "producer") -> bool:
-        """pending -> running; False when the job had already moved on."""
-        try:
-            self.update(
-                job_id,
-                None,
-                {"status": JobStatus.RUNNING.value},
-                actor,
-                "running",
-                from_statuses=[JobStatus.PENDING.value],
-            )
-        except ConcurrencyError:
-            return False
-        return True
 
     def record_outcome(self, job_id: str, outcome: SubtaskOutcome, actor: str) -> bool:
         """Store a subtask's outcome and add its cost, once. False for a duplicate."""
@@ -156,14 +163,28 @@ class StateStore:
         extra_cost_usd: float = 0.0,
     ) -> bool:
         """Move the job to a terminal status exactly once; False if it was already final."""
-        done, _ = self._finalize(
-            keys=[
-                keys.job(job_id),
-                keys.job_audit(job_id),
-                keys.job_outcomes(job_id),
-                keys.deadlines(),
-            ],
-            args=[
+        batch = Batch(self._r)
+        index = self.queue_finalize(
+            batch, job_id, status, completeness, result, actor, reason, extra_cost_usd
+        )
+        return self.finalized(batch.execute()[index])
+
+    def queue_finalize(
+        self,
+        batch: Batch,
+        job_id: str,
+        status: JobStatus,
+        completeness: float,
+        result: dict[str, Any] | None,
+        actor: str,
+        reason: str = "",
+        extra_cost_usd: float = 0.0,
+    ) -> int:
+        """Queue `finalize` on a batch; read its reply with `finalized`."""
+        return batch.script(
+            self._finalize,
+            [keys.job(job_id), keys.job_audit(job_id), keys.job_outcomes(job_id), keys.deadlines()],
+            [
                 job_id,
                 status.value,
                 repr(completeness),
@@ -175,7 +196,11 @@ class StateStore:
                 reason,
             ],
         )
-        return int(done) == 1
+
+    @staticmethod
+    def finalized(reply: Any) -> bool:
+        """Whether a queued finalize made the job final (False: it already was)."""
+        return int(reply[0]) == 1
 
     def outcomes(self, job_id: str) -> dict[str, SubtaskOutcome]:
         """The outcomes recorded so far, by subtask id."""

@@ -8,6 +8,7 @@ check) and one after it (every guard's closing write and the outcome's record).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -197,10 +198,12 @@ class SubtaskRun:
         return self.outcome(OutcomeStatus.OK, output=result.output, **usage)
 
     def _batched(self, request: ModelRequest) -> tuple[GateResult | None, int]:
-        """This call's share of a batch, when its worker type batches and time permits."""
+        """This call's share of a batch, when its worker type batches and the job's latency
+        profile lets it wait for peers."""
         policy = self.runtime.settings.worker(self.payload.subtask.worker_type)
         if (
-            policy.batch_max_size < 2
+            not self.payload.batchable
+            or policy.batch_max_size < 2
             or policy.pool not in ("threads", "gevent")
             or request.timeout_s < 2 * policy.batch_max_wait_ms / 1000
         ):
@@ -222,19 +225,26 @@ class SubtaskRun:
         category = getattr(exc, "category", "internal")
         return self.outcome(status, category, str(exc) or type(exc).__name__, model=self.model)
 
-    def finish(self, outcome: SubtaskOutcome) -> SubtaskOutcome:
+    def finish(
+        self, outcome: SubtaskOutcome, also: Callable[[Batch], int] | None = None
+    ) -> tuple[SubtaskOutcome, Any]:
         """Close every guard and record the outcome, in one round trip.
 
-        Returns the outcome as recorded: for a duplicate delivery, the first one's.
+        `also` queues one more write into that round trip (synthesis: the job's finalize)
+        and its reply comes back second. The outcome returned is the one recorded: for a
+        duplicate delivery, the first one's.
         """
         batch = Batch(self.runtime.redis)
         for guard in self._entered:
             guard.after(self, outcome, batch)
         index = self.runtime.store.queue_record(batch, self.payload.job_id, outcome, self.actor)
+        extra = also(batch) if also is not None else None
         replies = batch.execute()
+        extra_reply = replies[extra] if extra is not None else None
         if self.runtime.store.recorded(replies[index]):
-            return outcome
-        return self.runtime.store.outcomes(self.payload.job_id).get(outcome.subtask_id, outcome)
+            return outcome, extra_reply
+        first = self.runtime.store.outcomes(self.payload.job_id).get(outcome.subtask_id, outcome)
+        return first, extra_reply
 
     def abandon(self) -> None:
         """Close every guard before a retry: nothing held stays held."""

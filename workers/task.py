@@ -64,7 +64,7 @@ def run_subtask(task: Task, raw: dict[str, Any], specialist: Specialist) -> dict
 def record(run: SubtaskRun, outcome: SubtaskOutcome) -> SubtaskOutcome:
     """Close the run and record its outcome, riding out a short Redis outage."""
     grace = run.runtime.settings.redis.outage_grace_s
-    return through_outage(lambda: run.finish(outcome), grace, "recording")
+    return through_outage(lambda: run.finish(outcome), grace, "recording")[0]
 
 
 def drive(task: Task, run: SubtaskRun) -> SubtaskOutcome:

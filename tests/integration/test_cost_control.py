@@ -140,7 +140,7 @@ def test_eight_classifications_share_one_call_with_costs_that_add_up(
         FLEETLINE_WORKERS__CLASSIFICATION__BATCH_IDLE_MS="300",
         FLEETLINE_WORKERS__CLASSIFICATION__BATCH_MAX_WAIT_MS="2000",
     )
-    job = fleet.wait(fleet.producer.submit(brief(8)).job_id)
+    job = fleet.wait(fleet.producer.submit(brief(8, latency_profile="batch")).job_id)
 
     classified = [o for o in job.subtasks if o.worker_type.value == "classification"]
     assert len(classified) == 8 and all(o.status is OutcomeStatus.OK for o in classified)
@@ -170,7 +170,7 @@ def test_a_failed_batch_falls_back_to_single_calls(
         FLEETLINE_WORKERS__CLASSIFICATION__BATCH_IDLE_MS="300",
         FLEETLINE_WORKERS__CLASSIFICATION__BATCH_MAX_WAIT_MS="2000",
     )
-    job = fleet.wait(fleet.producer.submit(brief(4)).job_id)
+    job = fleet.wait(fleet.producer.submit(brief(4, latency_profile="batch")).job_id)
     classified = [o for o in job.subtasks if o.worker_type.value == "classification"]
     assert all(o.status is OutcomeStatus.OK and o.batch_size == 0 for o in classified)
     made = [c for c in calls(log) if c["worker_type"] == "classification"]
