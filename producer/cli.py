@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from producer import cli_render as render
+from producer.cli_breakers import breakers_app
 from producer.cli_jobs import Exit, exit_code, exit_codes, open_store, read_spec, watch
 from producer.cli_local import (
     child_env,
@@ -23,6 +24,7 @@ from producer.cli_local import (
     sigterm_as_interrupt,
     wait_ready,
 )
+from producer.cli_ops import register as register_ops
 from producer.submit import Producer, parse_spec
 from shared.schemas import JobResult
 from shared.settings import FleetlineSettings, get_settings
@@ -207,6 +209,10 @@ def _finish(
         render.show_result(job)
     raise typer.Exit(exit_code(job.status))
 
+
+# killswitch, spend, batch and dlq: the operator commands, listed after the job commands.
+register_ops(app)
+app.add_typer(breakers_app)
 
 if __name__ == "__main__":
     app()

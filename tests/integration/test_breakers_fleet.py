@@ -7,7 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from producer.cli import app
 from shared.breakers import BreakerState, RedisBreakers
 from shared.schemas import JobResult, OutcomeStatus
 from tests.integration.conftest import FleetFactory, RunningFleet
@@ -120,3 +122,14 @@ def test_nothing_left_in_the_chain_ends_circuit_open_without_a_call(
     assert all(o.latency_ms < 100 and o.cost_usd == 0 for o in classified)
     made = [json.loads(line) for line in log.read_text().splitlines()]
     assert not [c for c in made if c["worker_type"] == "classification" and c["t"] >= opened]
+
+    # The operator's view, and closing the breaker by hand.
+    listed = CliRunner().invoke(app, ["breakers", "--json"])
+    assert listed.exit_code == 0, listed.output
+    states = {b["name"]: b["state"] for b in json.loads(listed.stdout)}
+    assert states["classification:sim-small"] == "open"
+    reset = CliRunner().invoke(app, ["breakers", "reset", "classification:sim-small"])
+    assert reset.exit_code == 0 and "open -> closed" in reset.stdout
+    listed = CliRunner().invoke(app, ["breakers", "--json"])
+    states = {b["name"]: b["state"] for b in json.loads(listed.stdout)}
+    assert states["classification:sim-small"] == "closed"
