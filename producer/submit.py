@@ -157,6 +157,10 @@ class Producer:
                     },
                 ),
                 task_id=f"{job_id}:{s.id}",
+                # Celery would put a repr of the payload (documents included) in every
+                # message's headers, where Flower shows it; a label is enough and cheaper.
+                argsrepr=f"({s.id})",
+                kwargsrepr="{}",
                 **options,
             )
             for s in plan.subtasks
@@ -171,6 +175,8 @@ class Producer:
             TASK_SYNTHESIS,
             kwargs={"context": context},
             task_id=f"{job_id}:synthesis",
+            argsrepr="()",
+            kwargsrepr="{context}",
             **options,
         )
         try:

@@ -364,14 +364,24 @@ class Ledger:
         actual_usd: float,
         actual_tokens: int,
         now: float | None = None,
+        saved_tiering_usd: float = 0.0,
     ) -> Any:
-        """Queue a settlement on a pipeline; read its reply with parse_settle."""
+        """Queue a settlement on a pipeline; read its reply with parse_settle.
+
+        saved_tiering_usd: what a pricier tier would have cost more, counted with the spend
+        in the same script (once, like the spend).
+        """
         if actual_usd < 0 or actual_tokens < 0:
             raise ValueError("a settlement needs actual_usd >= 0 and actual_tokens >= 0")
         now = time.time() if now is None else now
         return self._settle(
             keys=[keys.spend_call(call_id), keys.spend_holds()],
-            args=[to_nano(actual_usd), actual_tokens, repr(now)],
+            args=[
+                to_nano(actual_usd),
+                actual_tokens,
+                repr(now),
+                to_nano(max(0.0, saved_tiering_usd)),
+            ],
             client=pipe,
         )
 

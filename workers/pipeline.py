@@ -73,6 +73,7 @@ class SubtaskRun:
     called: bool = False
     call_error: Exception | None = None
     _entered: list[Guard] = field(default_factory=list)
+    _requests: dict[str, ModelRequest] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.model = (
@@ -139,9 +140,12 @@ class SubtaskRun:
             self.called = False
 
     def request(self) -> ModelRequest:
-        """The model request of this run, for its current model."""
+        """The model request of this run, for its current model (built once per model)."""
+        cached = self._requests.get(self.model)
+        if cached is not None:
+            return cached.model_copy(update={"timeout_s": self.call_timeout_s()})
         price = self.runtime.settings.models[self.model]
-        return ModelRequest(
+        self._requests[self.model] = request = ModelRequest(
             model=self.model,
             api_model=price.api_model or self.model,
             worker_type=self.payload.subtask.worker_type,
@@ -152,6 +156,7 @@ class SubtaskRun:
             call_id=self.payload.subtask.id,
             attempt=self.attempt.number,
         )
+        return request
 
     def budget_scopes(self) -> list[Scope]:
         """The ledger scopes a call of this run is charged to, with their limits."""

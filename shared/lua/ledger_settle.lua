@@ -1,7 +1,7 @@
 -- Turn a call's reservation into spend, once: a second settle of the call changes nothing.
 -- A hold that expired (already given back) is still charged: the money was spent.
 -- KEYS: call, holds
--- ARGV: actual_usd, actual_tokens, now
+-- ARGV: actual_usd, actual_tokens, now, saved_tiering_usd (nano-USD, "0" for none)
 -- Returns {1, previous state} when charged now, {0, state} when the call was already
 -- settled or released, {-1, "unknown"} when there is no such call record.
 local call, holds = KEYS[1], KEYS[2]
@@ -15,6 +15,9 @@ for _, c in ipairs(counters) do
     redis.call("HINCRBY", c[1], c[2] .. "|spent_usd", ARGV[1])
     redis.call("HINCRBY", c[1], c[2] .. "|spent_tokens", ARGV[2])
     redis.call("HINCRBY", c[1], c[2] .. "|calls", 1)
+    if ARGV[4] ~= "0" then
+      redis.call("HINCRBY", c[1], c[2] .. "|saved_tiering_usd", ARGV[4])
+    end
   end
 end
 redis.call("HSET", call, "state", "settled", "actual_usd", ARGV[1], "actual_tokens", ARGV[2],

@@ -63,10 +63,10 @@ class BudgetGuard:
         ledger = run.runtime.ledger
         if outcome is not None and outcome.cost_usd > 0:
             tokens = outcome.tokens_in + outcome.tokens_out
-            ledger.queue_settle(batch, self.call_id, outcome.cost_usd, tokens)
             saved = _tiering_saving(run, outcome)
-            if saved > 0:
-                ledger.queue_record_saving(batch, "tiering", saved, self.scopes, model=run.model)
+            ledger.queue_settle(
+                batch, self.call_id, outcome.cost_usd, tokens, saved_tiering_usd=saved
+            )
         else:
             ledger.queue_release(batch, self.call_id)
 
