@@ -5,17 +5,36 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from shared.names import TASK_REAP_DEADLINES
+from beat.batches import batch_settings, cron_schedule
+from beat.killswitch_task import killswitch_settings
+from shared.names import TASK_BATCH_RUN, TASK_KILLSWITCH_CHECK, TASK_REAP_DEADLINES
 from shared.settings import FleetlineSettings
 
 
 def build_schedule(settings: FleetlineSettings) -> dict[str, dict[str, Any]]:
-    """Every periodic task the fleet runs, keyed by entry name."""
-    return {
+    """Every periodic task the fleet runs, keyed by entry name.
+
+    Raises ConfigError naming the batch run whose cron expression is invalid.
+    """
+    check_s = killswitch_settings(settings).interval_s
+    schedule: dict[str, dict[str, Any]] = {
         "reap-deadlines": {
             "task": TASK_REAP_DEADLINES,
             "schedule": timedelta(seconds=settings.limits.reaper_interval_s),
             # A sweep missed is covered by the next; never let them pile up in a queue.
             "options": {"expires": max(1.0, settings.limits.reaper_interval_s * 4)},
         },
+        "killswitch-check": {
+            "task": TASK_KILLSWITCH_CHECK,
+            "schedule": timedelta(seconds=check_s),
+            # Likewise: a stale check is worth nothing once the next one is due.
+            "options": {"expires": max(1.0, check_s * 2)},
+        },
     }
+    for name, run in batch_settings(settings).runs.items():
+        schedule[f"batch-{name}"] = {
+            "task": TASK_BATCH_RUN,
+            "schedule": cron_schedule(run.cron, name),
+            "args": (name,),
+        }
+    return schedule

@@ -153,9 +153,14 @@ class KillSwitches:
         return pipe.mget(applicable_keys(tenant, worker_type))
 
     def check_and_trip(
-        self, reports: Iterable[SpendReport], limits: SpendSettings, now: float | None = None
+        self,
+        reports: Iterable[SpendReport],
+        limits: SpendSettings,
+        now: float | None = None,
+        trip_at: float = 1.0,
     ) -> list[SwitchState]:
-        """Trip every scope whose spend has reached its limit; return the switches tripped now.
+        """Trip every scope whose spend has reached `trip_at` of its limit; return the
+        switches tripped now.
 
         The beat runs this every few seconds with the current hour's and day's reports.
         Reaching the limit counts (no call can be reserved past it anyway); a switch already
@@ -172,7 +177,7 @@ class KillSwitches:
                 if kind is None:
                     continue
                 limit = limits.limit(kind, name, report.window)
-                if limit is not None and spend.spent_usd >= limit:
+                if limit is not None and spend.spent_usd >= limit * trip_at:
                     reason = (
                         f"{label} spent ${spend.spent_usd:.4f} of its "
                         f"{_ADJECTIVE[report.window]} limit ${limit:g}"

@@ -19,6 +19,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from beat.batches import BatchSettings
+from beat.killswitch_task import KillSwitchSettings
 from shared.breakers.settings import BreakerSettings
 from shared.errors import ConfigError
 from shared.ledger import SpendSettings
@@ -292,6 +294,8 @@ class FleetlineSettings(BaseSettings):
     spend: SpendSettings = Field(default_factory=SpendSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    killswitch: KillSwitchSettings = Field(default_factory=KillSwitchSettings)
+    batch: BatchSettings = Field(default_factory=BatchSettings)
     latency_profiles: dict[str, LatencyProfile] = Field(default_factory=_default_latency_profiles)
     # The profile of a job that names none: it decides how its deadline is split.
     default_latency_profile: str = "interactive"
@@ -382,6 +386,8 @@ _GROUPS: tuple[type[BaseSettings], ...] = (
     SpendSettings,
     CacheSettings,
     BreakerSettings,
+    KillSwitchSettings,
+    BatchSettings,
     CelerySettings,
     ProviderSettings,
     SimSettings,

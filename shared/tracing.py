@@ -14,9 +14,6 @@ import os
 import re
 from typing import TYPE_CHECKING, Any
 
-import sentry_sdk
-from sentry_sdk.integrations.logging import ignore_logger
-
 if TYPE_CHECKING:
     from sentry_sdk.types import Event, Hint
 
@@ -83,6 +80,11 @@ def init_sentry(settings: FleetlineSettings) -> bool:
         return False
     if _initialised_pid == os.getpid():
         return True
+    # Imported here: the CLI and beat, which never report, do not pay for the import.
+    import sentry_sdk
+    from sentry_sdk.integrations.celery import CeleryIntegration
+    from sentry_sdk.integrations.logging import ignore_logger
+
     sentry_sdk.init(
         dsn=settings.sentry_dsn.get_secret_value(),
         send_default_pii=False,
@@ -91,6 +93,10 @@ def init_sentry(settings: FleetlineSettings) -> bool:
         max_request_body_size="never",
         before_send=scrub_event,
         before_send_transaction=scrub_event,
+        # Auto-enabling imports every SDK it can patch (anthropic alone takes seconds per
+        # process) and would record model calls; Celery's task context is what we want.
+        auto_enabling_integrations=False,
+        integrations=[CeleryIntegration()],
     )
     for name in EXPLICITLY_REPORTED:
         ignore_logger(name)
@@ -101,6 +107,8 @@ def init_sentry(settings: FleetlineSettings) -> bool:
 
 def report_switch(state: SwitchState) -> str | None:
     """Report a tripped spend kill switch as an error event tagged with its scope and window."""
+    import sentry_sdk
+
     return sentry_sdk.capture_message(
         f"spend kill switch tripped: {state.scope} ({state.window.value}): {state.reason}",
         level="error",

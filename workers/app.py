@@ -66,7 +66,12 @@ def reap_deadlines() -> int:
 @app.task(name=TASK_KILLSWITCH_CHECK, ignore_result=True)
 def killswitch_check() -> dict[str, Any]:
     runtime = get_runtime()
-    return enforce(runtime.redis, runtime.settings.spend, CeleryQueueControl(app)).as_dict()
+    return enforce(
+        runtime.redis,
+        runtime.settings.spend,
+        CeleryQueueControl(app),
+        trip_at=runtime.settings.killswitch.trip_at,
+    ).as_dict()
 
 
 # Acked on receipt: a run waits for its jobs longer than the visibility timeout, and a
