@@ -8,7 +8,6 @@ retry layer) and turns SDK exceptions into `shared.errors` classes; 529 "overloa
 from __future__ import annotations
 
 import time
-from types import TracebackType
 
 import anthropic
 
@@ -20,12 +19,12 @@ from shared.errors import (
     ProviderServerError,
 )
 from shared.models.base import ModelRequest, ModelResponse, render_messages
-from shared.models.openai_client import error_for_status
+from shared.models.http_errors import SdkClient, error_for_status
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 
 
-class AnthropicClient:
+class AnthropicClient(SdkClient):
     """A ModelClient for the Anthropic Messages API.
 
     Args:
@@ -70,21 +69,6 @@ class AnthropicClient:
             tokens_out=usage.output_tokens,
             latency_ms=latency_ms,
         )
-
-    def close(self) -> None:
-        """Close the connection pool."""
-        self._sdk.close()
-
-    def __enter__(self) -> AnthropicClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _translate(exc: anthropic.AnthropicError) -> ModelError:

@@ -2,30 +2,25 @@
 
 It makes one attempt per call: the SDK's own retries are off because Celery is the only
 retry layer, and SDK exceptions become `shared.errors` classes so that retry policy
-follows the exception type. The status mapping is shared with the Anthropic client.
+follows the exception type (the status mapping is in `http_errors`).
 """
 
 from __future__ import annotations
 
-import datetime
-import email.utils
 import time
-from collections.abc import Mapping
-from types import TracebackType
 from typing import Literal
 
 import openai
 
 from shared.errors import (
-    ModelAuthError,
     ModelBadRequest,
     ModelConnectionError,
     ModelError,
     ModelTimeout,
     ProviderServerError,
-    RateLimited,
 )
 from shared.models.base import ModelRequest, ModelResponse, render_messages
+from shared.models.http_errors import SdkClient, error_for_status
 from shared.models.prices import estimate_tokens
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -33,7 +28,7 @@ OPENAI_BASE_URL = "https://api.openai.com/v1"
 MaxTokensField = Literal["max_tokens", "max_completion_tokens"]
 
 
-class OpenAIClient:
+class OpenAIClient(SdkClient):
     """A ModelClient for the OpenAI chat-completions API.
 
     Args:
@@ -93,21 +88,6 @@ class OpenAIClient:
             latency_ms=latency_ms,
         )
 
-    def close(self) -> None:
-        """Close the connection pool."""
-        self._sdk.close()
-
-    def __enter__(self) -> OpenAIClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 def _translate(exc: openai.OpenAIError) -> ModelError:
     # APITimeoutError subclasses APIConnectionError, so it is tested first.
@@ -120,53 +100,3 @@ def _translate(exc: openai.OpenAIError) -> ModelError:
     if isinstance(exc, openai.APIResponseValidationError):
         return ProviderServerError(f"openai: malformed response: {exc}")
     return ModelBadRequest(f"openai: {exc}")
-
-
-def error_for_status(
-    provider: str, status: int, message: str, headers: Mapping[str, str]
-) -> ModelError:
-    """The `ModelError` for an HTTP error status, with the provider's Retry-After.
-
-    Args:
-        provider: named in the message.
-        status: the HTTP status code.
-        message: the provider's explanation.
-        headers: response headers, read for `retry-after` / `retry-after-ms`.
-    """
-    text = f"{provider}: HTTP {status}: {message}"
-    if status == 429:
-        return RateLimited(text, retry_after_s=parse_retry_after(headers))
-    if status in (401, 403):
-        return ModelAuthError(text)
-    # 408 and 409 are transient on these APIs; both SDKs retry them by default too.
-    if status == 408:
-        return ModelTimeout(text)
-    if status == 409 or status >= 500:
-        error = ProviderServerError(text)
-        error.retry_after_s = parse_retry_after(headers)
-        return error
-    return ModelBadRequest(text)
-
-
-def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from `retry-after-ms`, or `retry-after` (seconds or an HTTP date)."""
-    millis = headers.get("retry-after-ms")
-    if millis:
-        try:
-            return max(0.0, float(millis) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:  # "-0000" dates parse naive; HTTP dates are always UTC
-        when = when.replace(tzinfo=datetime.UTC)
-    return max(0.0, when.timestamp() - time.time())

@@ -27,7 +27,8 @@ from shared.errors import (
 )
 from shared.models.anthropic_client import AnthropicClient
 from shared.models.base import ModelClient, ModelRequest
-from shared.models.openai_client import OpenAIClient, parse_retry_after
+from shared.models.http_errors import parse_retry_after
+from shared.models.openai_client import OpenAIClient
 from shared.names import WorkerType
 
 pytestmark = pytest.mark.integration
