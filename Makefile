@@ -35,6 +35,7 @@ lint: venv
 
 bench: venv
 	$(BIN)/python -m ops.bench $(if $(QUICK),--quick,)
+	$(BIN)/python -m ops.bench.savings $(if $(QUICK),--jobs 4,)
 
 clean:
 	rm -rf .fleetline .mypy_cache .ruff_cache .pytest_cache build

@@ -8,7 +8,8 @@ CLASSIFICATION = Specialist(
     worker_type=WorkerType.CLASSIFICATION,
     output_schema=ClassificationOutput,
     prompt=(
-        "Task: classification. Context: {goal}\n"
+        # The question is left out so that a document is classified (and cached) once.
+        "Task: classification.\n"
         f"Label the document with one topic from: {', '.join(CLASSIFICATION_LABELS)}. "
         'Schema: {{"label": str, "confidence": float 0..1, "keywords": [str]}}'
     ),

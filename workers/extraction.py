@@ -8,7 +8,9 @@ EXTRACTION = Specialist(
     worker_type=WorkerType.EXTRACTION,
     output_schema=ExtractionOutput,
     prompt=(
-        "Task: extraction. Context: {goal}\n"
+        # No question here: what a document contains does not depend on who asks, so
+        # identical documents of different jobs share cached answers.
+        "Task: extraction.\n"
         "List the named entities (people, organisations, places, products) and the figures "
         "(numbers, amounts, percentages, dates) in the document, and give its gist in one "
         'sentence. Schema: {{"entities": [str], "figures": [str], "gist": str}}'

@@ -1,0 +1,1 @@
+"""Operations tooling that ships beside the packages: benchmarks, samples, deployment."""
