@@ -1,0 +1,259 @@
+"""The benchmark's own Redis server, worker environments, processes and A/B alternation.
+
+The benchmark never touches a Redis it did not start: it runs a private, memory-only
+redis-server on a free port and gives every side of every scenario a database of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import psutil
+import redis
+
+from shared.embedded_redis import EmbeddedRedis, start_redis
+from shared.settings import FleetlineSettings, load_settings
+
+log = logging.getLogger("ops.bench")
+
+ROOT = Path(__file__).resolve().parents[2]
+DATABASES = 128
+# The benchmark's redis-server: its CPU is reported per sample, not counted as foreign.
+REDIS_PIDS: list[int] = []
+# Environment prefixes a run sets itself; inherited values would skew a side.
+_OWNED_PREFIXES = ("FLEETLINE_", "BENCH_")
+
+
+@dataclass
+class Bench:
+    """One benchmark run: its Redis server, its database counter and its log folder."""
+
+    quick: bool
+    workdir: Path
+    server: EmbeddedRedis
+    _dbs: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    _clients: dict[int, redis.Redis] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, quick: bool, workdir: Path) -> Bench:
+        workdir.mkdir(parents=True, exist_ok=True)
+        server = start_redis(workdir / "redis", databases=DATABASES)
+        REDIS_PIDS.append(server.process.pid)
+        log.info("private redis-server on port %d", server.port)
+        return cls(quick, workdir, server)
+
+    def stop(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self.server.stop()
+
+    def new_db(self) -> int:
+        db = next(self._dbs)
+        if db >= DATABASES:
+            raise RuntimeError("out of Redis databases")
+        return db
+
+    def url(self, db: int) -> str:
+        return f"redis://127.0.0.1:{self.server.port}/{db}"
+
+    def client(self, db: int = 0) -> redis.Redis:
+        """The benchmark's own client of a database (one connection: polls are counted)."""
+        if db not in self._clients:
+            self._clients[db] = redis.Redis(port=self.server.port, db=db, socket_timeout=60)
+        return self._clients[db]
+
+    def log_dir(self, name: str) -> Path:
+        path = self.workdir / "logs" / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def child_env(extra: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a worker process: ours, minus inherited Fleetline settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_OWNED_PREFIXES)}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+@contextlib.contextmanager
+def patched_environ(env: Mapping[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def settings_for(env: Mapping[str, str]) -> FleetlineSettings:
+    """Fleetline's settings exactly as a worker started with `env` reads them."""
+    with patched_environ(env):
+        return load_settings()
+
+
+def start_process(
+    command: Sequence[str], env: Mapping[str, str], log_file: Path
+) -> subprocess.Popen[bytes]:
+    with open(log_file, "ab") as out:
+        return subprocess.Popen(
+            list(command), env=dict(env), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def stop_processes(processes: Sequence[subprocess.Popen[bytes]], timeout_s: float = 10.0) -> None:
+    """SIGTERM (warm shutdown), then SIGKILL whatever is left; only our own children."""
+    for p in processes:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for p in processes:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(psutil.Error):
+                for child in psutil.Process(p.pid).children(recursive=True):
+                    child.kill()
+            p.kill()
+            p.wait()
+
+
+def _tree(pids: Sequence[int]) -> list[psutil.Process]:
+    procs: list[psutil.Process] = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(pid)
+            procs += [root, *root.children(recursive=True)]
+    return procs
+
+
+def tree_cpu_s(pids: Sequence[int]) -> float:
+    """CPU seconds (user + system) used so far by these processes and their children."""
+    total = 0.0
+    for proc in _tree(pids):
+        with contextlib.suppress(psutil.Error):
+            t = proc.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def _machine_cpu_s() -> float:
+    t = psutil.cpu_times()
+    return float(t.user + t.system + getattr(t, "nice", 0.0))
+
+
+def tree_rss_mb(pids: Sequence[int]) -> dict[int, float]:
+    """Resident memory (MiB) of every process of these trees, by pid."""
+    out: dict[int, float] = {}
+    for proc in _tree(pids):
+        with contextlib.suppress(psutil.Error):
+            out[proc.pid] = proc.memory_info().rss / 2**20
+    return out
+
+
+class Runner(Protocol):
+    name: str
+
+    def pids(self) -> list[int]: ...
+
+
+Sample = dict[str, Any]
+
+
+# A sample during which other processes on the machine used more than this share of a
+# core (plus a little) measured them as much as us: it is re-run when retries are allowed.
+NOISY_CORE_SHARE = 0.3
+
+
+def _measured(side: Runner, others: list[int], run: Callable[[], Sample]) -> Sample:
+    """Run one sample and add where the machine's CPU went meanwhile."""
+    cpu0, idle0, own0 = tree_cpu_s(side.pids()), tree_cpu_s(others), time.process_time()
+    all0, redis0, t0 = _machine_cpu_s(), tree_cpu_s(REDIS_PIDS), time.monotonic()
+    sample = run()
+    elapsed = time.monotonic() - t0
+    worker = tree_cpu_s(side.pids()) - cpu0
+    idle = tree_cpu_s(others) - idle0
+    own = time.process_time() - own0
+    redis_cpu = tree_cpu_s(REDIS_PIDS) - redis0
+    # CPU the machine spent on anything but this benchmark's processes and its Redis
+    # (other people's test runs): a sample with a lot of it is a noisy one.
+    foreign = _machine_cpu_s() - all0 - worker - idle - own - redis_cpu
+    sample.update(
+        elapsed_s=round(elapsed, 3),
+        worker_cpu_s=round(worker, 3),
+        idle_cpu_s=round(idle, 3),
+        producer_cpu_s=round(own, 3),
+        redis_cpu_s=round(redis_cpu, 3),
+        foreign_cpu_s=round(foreign, 3),
+        noisy=foreign > NOISY_CORE_SHARE * elapsed + 0.2,
+    )
+    return sample
+
+
+def alternate(
+    sides: Sequence[Runner],
+    reps: int,
+    run: Callable[[Runner, int], Sample],
+    warmup: Callable[[Runner], object] | None = None,
+    retries: int = 0,
+) -> dict[str, list[Sample]]:
+    """Warm every side up, then run them in turn, A B A B, `reps` times each.
+
+    Each sample gets the CPU seconds its side's processes used (`worker_cpu_s`), what the
+    idle sides used meanwhile (`idle_cpu_s`), the producer's (`producer_cpu_s`), Redis's,
+    and everything else on the machine (`foreign_cpu_s`). A repetition in which any side
+    was noisy is run again, up to `retries` times per call; its samples are kept under
+    `<side>~rejected`.
+    """
+    if warmup is not None:
+        for side in sides:
+            warmup(side)
+    samples: dict[str, list[Sample]] = {side.name: [] for side in sides}
+    rep = 0
+    while rep < reps:
+        batch = {}
+        for side in sides:
+            others = [p for s in sides if s is not side for p in s.pids()]
+            batch[side.name] = _measured(side, others, lambda s=side, r=rep: run(s, r))
+            log.info("  rep %d %-14s %s", rep, side.name, _brief(batch[side.name]))
+        noisy = any(s["noisy"] for s in batch.values())
+        if noisy and retries > 0:
+            retries -= 1
+            log.info("  rep %d was noisy (other processes took the CPU): running it again", rep)
+            for name, sample in batch.items():
+                samples.setdefault(f"{name}~rejected", []).append(sample)
+            continue
+        for name, sample in batch.items():
+            samples[name].append(sample)
+        rep += 1
+    return samples
+
+
+def _brief(sample: Sample) -> str:
+    keys = [k for k in sample if not isinstance(sample[k], list | dict)][:6]
+    return " ".join(
+        f"{k}={sample[k]:.4g}" if isinstance(sample[k], float) else f"{k}={sample[k]}" for k in keys
+    )
+
+
+def wait_until(
+    check: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.05
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:g}s waiting for {what}")
+        time.sleep(poll_s)

@@ -1,0 +1,228 @@
+"""Speed scenarios on the no-op stack: throughput, latency, fan-out, and the Dramatiq peer.
+
+Sim latency is 0, so every figure is framework overhead: Fleetline's guards, state store
+and synthesis against a bare Celery chord of the same headers on the same queues.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ops.bench.context import Context
+from ops.bench.harness import Sample, alternate
+from ops.bench.jobs import Shape, docs_for, run_burst, run_one, shape_of
+from ops.bench.scenario import med, per_job_ms, result
+from ops.bench.stats import median, percentile, ratio
+
+log = logging.getLogger("ops.bench")
+
+SHAPE_NOTE = (
+    "A Fleetline job is research_brief over {docs} one-word documents: {n} subtasks "
+    "(2 per document + 1 analysis per 4) plus the synthesis callback, which makes one sim "
+    "call. The bare Celery job is a chord of {n} no-op headers on the same queues plus a "
+    "callback; Dramatiq's is a group of {n} no-op messages with a completion callback."
+)
+
+
+def _burst_summary(samples: list[Sample]) -> dict[str, Any]:
+    return {
+        "jobs_per_s": med(samples, "jobs_per_s", 2),
+        "subtasks_per_s": med(samples, "subtasks_per_s", 1),
+        "submit_ms_per_job": med(samples, "submit_ms_per_job"),
+        "worker_cpu_ms_per_job": per_job_ms(samples, "worker_cpu_s"),
+        "producer_cpu_ms_per_job": per_job_ms(samples, "producer_cpu_s"),
+        "redis_cpu_ms_per_job": per_job_ms(samples, "redis_cpu_s"),
+        "foreign_cpu_s": med(samples, "foreign_cpu_s"),
+    }
+
+
+def _pairwise(a: list[Sample], b: list[Sample], key: str) -> float:
+    """Median of per-repetition ratios (A_i / B_i): robust to drift across the run."""
+    return median([ratio(x[key], y[key]) for x, y in zip(a, b, strict=False)])
+
+
+def throughput(ctx: Context) -> dict[str, Any]:
+    stack, sizes = ctx.noop(), ctx.sizes
+    shape = stack.shape
+    sides: list[Any] = [stack.fleetline, stack.bare]
+    with_peer = "peer_dramatiq" in ctx.shared.get("selected", ())
+    if with_peer:
+        sides.append(stack.dramatiq)
+    samples = alternate(
+        sides,
+        sizes.reps,
+        lambda side, _: run_burst(side, shape, sizes.throughput_jobs).sample(),
+        warmup=lambda side: run_burst(side, shape, max(10, sizes.throughput_jobs // 10)),
+        retries=sizes.noisy_retries,
+    )
+    if with_peer:
+        ctx.shared["peer_samples"] = samples
+    fl, bare = samples["fleetline"], samples["bare_celery"]
+    f_sum, b_sum = _burst_summary(fl), _burst_summary(bare)
+    r = ratio(f_sum["jobs_per_s"] or 0, b_sum["jobs_per_s"] or 0)
+    return result(
+        fleetline=f_sum,
+        baseline=b_sum,
+        ratio={"jobs_per_s": r, "pairwise_median": _pairwise(fl, bare, "jobs_per_s")},
+        target=">= 0.9x bare Celery jobs/s with every guard on",
+        target_met=r >= 0.9,
+        headline={
+            "fleetline": f"{f_sum['jobs_per_s']} jobs/s",
+            "baseline": f"{b_sum['jobs_per_s']} jobs/s",
+            "ratio": f"{r:.2f}x",
+        },
+        samples={k: v for k, v in samples.items() if k != "dramatiq"},
+        notes=[SHAPE_NOTE.format(docs=shape.docs, n=shape.subtasks)],
+        shape={"docs": shape.docs, "subtasks": shape.subtasks, "jobs": sizes.throughput_jobs},
+    )
+
+
+def peer_dramatiq(ctx: Context) -> dict[str, Any]:
+    stack, sizes = ctx.noop(), ctx.sizes
+    samples = ctx.shared.get("peer_samples")
+    if samples is None:
+        samples = alternate(
+            [stack.fleetline, stack.dramatiq],
+            sizes.reps,
+            lambda side, _: run_burst(side, stack.shape, sizes.throughput_jobs).sample(),
+            warmup=lambda side: run_burst(side, stack.shape, max(10, sizes.throughput_jobs // 10)),
+            retries=sizes.noisy_retries,
+        )
+    fl, dq = samples["fleetline"], samples["dramatiq"]
+    f_sum, d_sum = _burst_summary(fl), _burst_summary(dq)
+    r = ratio(f_sum["jobs_per_s"] or 0, d_sum["jobs_per_s"] or 0)
+    extra: dict[str, Any] = {}
+    if "bare_celery" in samples:
+        extra["bare_celery"] = _burst_summary(samples["bare_celery"])
+    return result(
+        fleetline=f_sum,
+        baseline=d_sum,
+        ratio={"jobs_per_s": r, "pairwise_median": _pairwise(fl, dq, "jobs_per_s")},
+        target="none (reference figure)",
+        target_met=None,
+        headline={
+            "fleetline": f"{f_sum['jobs_per_s']} jobs/s",
+            "baseline": f"Dramatiq {d_sum['jobs_per_s']} jobs/s",
+            "ratio": f"{r:.2f}x",
+        },
+        samples={"fleetline": fl, "dramatiq": dq},
+        notes=[
+            SHAPE_NOTE.format(docs=stack.shape.docs, n=stack.shape.subtasks),
+            "Dramatiq: Redis broker, Results middleware (results stored), GroupCallbacks "
+            "barrier; its callback receives no results (Dramatiq's design), unlike a chord "
+            "body. Same Redis server, its own database; --processes 4 --threads 8.",
+            "When throughput runs too, these samples come from the same A B C alternation.",
+        ],
+        **extra,
+    )
+
+
+def _latency_run(side: Any, shape: Shape, jobs: int) -> Sample:
+    recorded, observed = [], []
+    for _ in range(jobs):
+        r, o = run_one(side, shape)
+        recorded.append(r * 1000)
+        observed.append(o * 1000)
+    return {
+        "jobs": jobs,
+        "p50_ms": round(percentile(recorded, 50), 3),
+        "p99_ms": round(percentile(recorded, 99), 3),
+        "observed_p50_ms": round(percentile(observed, 50), 3),
+        "latencies_ms": [round(v, 3) for v in recorded],
+        "observed_ms": [round(v, 3) for v in observed],
+    }
+
+
+def _pooled(samples: list[Sample], key: str = "latencies_ms") -> dict[str, float]:
+    values = [v for s in samples for v in s[key]]
+    return {
+        "p50_ms": round(percentile(values, 50), 3),
+        "p90_ms": round(percentile(values, 90), 3),
+        "p99_ms": round(percentile(values, 99), 3),
+        "max_ms": round(max(values), 3),
+        "n": len(values),
+    }
+
+
+def latency(ctx: Context) -> dict[str, Any]:
+    stack, sizes = ctx.noop(), ctx.sizes
+    samples = alternate(
+        [stack.fleetline, stack.bare],
+        sizes.reps,
+        lambda side, _: _latency_run(side, stack.shape, sizes.latency_jobs),
+        warmup=lambda side: _latency_run(side, stack.shape, 10),
+        retries=sizes.noisy_retries,
+    )
+    f = _pooled(samples["fleetline"])
+    b = _pooled(samples["bare_celery"])
+    f["observed_p50_ms"] = _pooled(samples["fleetline"], "observed_ms")["p50_ms"]
+    b["observed_p50_ms"] = _pooled(samples["bare_celery"], "observed_ms")["p50_ms"]
+    p50_ok = f["p50_ms"] <= 1.1 * b["p50_ms"] + 2
+    p99_ok = f["p99_ms"] <= 1.3 * b["p99_ms"]
+    return result(
+        fleetline=f,
+        baseline=b,
+        ratio={"p50": ratio(f["p50_ms"], b["p50_ms"]), "p99": ratio(f["p99_ms"], b["p99_ms"])},
+        target="p50 <= 1.1x bare + 2 ms and p99 <= 1.3x bare",
+        target_met=p50_ok and p99_ok,
+        headline={
+            "fleetline": f"p50 {f['p50_ms']:.1f} ms, p99 {f['p99_ms']:.1f} ms",
+            "baseline": f"p50 {b['p50_ms']:.1f} ms, p99 {b['p99_ms']:.1f} ms",
+            "ratio": f"p50 {f['p50_ms'] / b['p50_ms']:.2f}x, p99 {f['p99_ms'] / b['p99_ms']:.2f}x",
+        },
+        samples=samples,
+        notes=[
+            SHAPE_NOTE.format(docs=stack.shape.docs, n=stack.shape.subtasks),
+            "Latency = the worker's completion timestamp (Fleetline: the job's finished_at; "
+            "bare: the time the callback wrote) minus the time submit() was called; "
+            "`observed_*` is when the caller's 0.5 ms poll saw it. One job at a time.",
+        ],
+        target_detail={"p50_ok": p50_ok, "p99_ok": p99_ok},
+    )
+
+
+def fanout(ctx: Context) -> dict[str, Any]:
+    stack, sizes = ctx.noop(), ctx.sizes
+    settings = stack.fleetline.settings
+    assert settings is not None
+    shapes = {
+        label: shape_of(settings, docs_for(settings, n))
+        for label, n in (("small", sizes.fanout_small), ("large", sizes.fanout_large))
+    }
+    samples: dict[str, dict[str, list[Sample]]] = {}
+    for label, shape in shapes.items():
+        reps = sizes.reps if label == "small" else sizes.fanout_large_reps
+        log.info(" fan-out %s: %d subtasks (%d documents)", label, shape.subtasks, shape.docs)
+        samples[label] = alternate(
+            [stack.fleetline, stack.bare],
+            reps,
+            lambda side, _, s=shape: run_burst(side, s, 1, poll_s=0.05).sample(),
+            warmup=(lambda side, s=shape: run_burst(side, s, 1)) if label == "small" else None,
+            retries=sizes.noisy_retries,
+        )
+    f = {k: med(v["fleetline"], "wall_s", 3) or 0.0 for k, v in samples.items()}
+    b = {k: med(v["bare_celery"], "wall_s", 3) or 0.0 for k, v in samples.items()}
+    f_scale, b_scale = ratio(f["large"], f["small"]), ratio(b["large"], b["small"])
+    counts = {k: s.subtasks for k, s in shapes.items()}
+    return result(
+        fleetline={"wall_s": f, "scale_large_over_small": round(f_scale, 3)},
+        baseline={"wall_s": b, "scale_large_over_small": round(b_scale, 3)},
+        ratio={"small": ratio(f["small"], b["small"]), "large": ratio(f["large"], b["large"])},
+        target=f"time({counts['large']}) / time({counts['small']}) <= 11 for Fleetline",
+        target_met=f_scale <= 11,
+        headline={
+            "fleetline": f"{f['small']:.2f} s / {f['large']:.2f} s (x{f_scale:.1f})",
+            "baseline": f"{b['small']:.2f} s / {b['large']:.2f} s (x{b_scale:.1f})",
+            "ratio": f"{f['small'] / b['small']:.2f}x / {f['large'] / b['large']:.2f}x",
+        },
+        samples={f"{label}:{side}": v for label, d in samples.items() for side, v in d.items()},
+        notes=[
+            "One job per run; wall time from submit() to the job's completion timestamp, "
+            "polling the state store or the callback's mark (never AsyncResult.get()).",
+            f"Subtasks: small {counts['small']}, large {counts['large']} (research_brief of "
+            f"{shapes['small'].docs} and {shapes['large'].docs} documents; the bare chord "
+            "has the same headers on the same queues).",
+        ],
+        subtasks=counts,
+    )
