@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import itertools
 import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,31 +13,21 @@ import redis
 
 from shared import keys
 from shared.cache import Hit, Lease, ResultCache, Wait, cache_key, parse_lookup
-from shared.embedded_redis import EmbeddedRedis, start_redis
 
 pytestmark = pytest.mark.integration
 
-_dbs = itertools.count(1)
 OUTPUT = {"entities": ["Acme"], "summary": "Acme grew."}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    started = start_redis(tmp_path_factory.mktemp("cache-redis"), databases=64)
-    yield started
-    started.stop()
+@pytest.fixture
+def url(redis_url: str) -> str:
+    """A database of its own on the Redis these tests started (tests/integration/conftest)."""
+    return redis_url
 
 
 @pytest.fixture
-def url(server: EmbeddedRedis) -> str:
-    return f"redis://127.0.0.1:{server.port}/{next(_dbs)}"
-
-
-@pytest.fixture
-def client(url: str) -> Iterator[redis.Redis]:
-    opened = redis.Redis.from_url(url)
-    yield opened
-    opened.close()
+def client(redis_client: redis.Redis) -> redis.Redis:
+    return redis_client
 
 
 def _key(tenant: str, *, shared: bool = False) -> str:

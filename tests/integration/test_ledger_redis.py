@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import itertools
 import multiprocessing
 import random
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +12,6 @@ import pytest
 import redis
 
 from shared import keys
-from shared.embedded_redis import EmbeddedRedis, start_redis
 from shared.ledger import (
     Ledger,
     Scope,
@@ -27,26 +24,17 @@ from shared.ledger import (
 pytestmark = pytest.mark.integration
 
 NOW = datetime(2026, 11, 25, 22, 30, tzinfo=UTC).timestamp()
-_dbs = itertools.count(1)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    started = start_redis(tmp_path_factory.mktemp("ledger-redis"), databases=64)
-    yield started
-    started.stop()
 
 
 @pytest.fixture
-def url(server: EmbeddedRedis) -> str:
-    return f"redis://127.0.0.1:{server.port}/{next(_dbs)}"
+def url(redis_url: str) -> str:
+    """A database of its own on the Redis these tests started (tests/integration/conftest)."""
+    return redis_url
 
 
 @pytest.fixture
-def client(url: str) -> Iterator[redis.Redis]:
-    opened = redis.Redis.from_url(url)
-    yield opened
-    opened.close()
+def client(redis_client: redis.Redis) -> redis.Redis:
+    return redis_client
 
 
 def _scopes(limits: SpendSettings, job: str = "j1", tenant: str = "acme") -> list[Scope]:
