@@ -16,11 +16,23 @@ help:
 
 venv: $(STAMP)
 
-# Reinstall only when pyproject.toml changed since the last install.
-$(STAMP): pyproject.toml
+# The strict editable install links each module into build/__editable__*/ (the lenient one
+# is an import hook mypy cannot follow), so a module added later appears only after a
+# reinstall: reinstall when pyproject.toml or the list of modules changed.
+MODULES := $(sort $(shell find producer workers shared beat -name '*.py' -o -name '*.lua'))
+MODULE_LIST := $(VENV)/.modules
+
+$(MODULE_LIST): FORCE
+	@mkdir -p $(VENV)
+	@echo '$(MODULES)' | cmp -s - $@ || echo '$(MODULES)' > $@
+
+$(STAMP): pyproject.toml $(MODULE_LIST)
 	test -x $(BIN)/python || python3 -m venv $(VENV)
-	$(BIN)/pip install -e '.[dev,bench]'
+	$(BIN)/pip install -e '.[dev,bench]' --config-settings editable_mode=strict
 	touch $@
+
+.PHONY: FORCE
+FORCE:
 
 demo: venv
 	$(BIN)/fleetline demo
@@ -38,5 +50,5 @@ bench: venv
 	$(BIN)/python -m ops.bench.savings $(if $(QUICK),--jobs 4,)
 
 clean:
-	rm -rf .fleetline .mypy_cache .ruff_cache .pytest_cache build
+	rm -rf .fleetline .mypy_cache .ruff_cache .pytest_cache build dist
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +

@@ -6,11 +6,11 @@ waits instead of scheduling everything twice.
 
 from __future__ import annotations
 
-from beat.schedule import build_schedule
-from shared.celery_app import make_celery, redis_url
-from shared.logs import quiet_periodic_tasks
-from shared.names import TASK_KILLSWITCH_CHECK, TASK_REAP_DEADLINES
-from shared.settings import get_settings
+from fleetline.beat.schedule import build_schedule
+from fleetline.shared.celery_app import make_celery, redis_url
+from fleetline.shared.logs import quiet_periodic_tasks
+from fleetline.shared.names import TASK_KILLSWITCH_CHECK, TASK_REAP_DEADLINES
+from fleetline.shared.settings import get_settings
 
 settings = get_settings()
 quiet_periodic_tasks([TASK_REAP_DEADLINES, TASK_KILLSWITCH_CHECK])

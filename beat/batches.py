@@ -24,15 +24,15 @@ from celery.schedules import ParseException, crontab
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared import keys
-from shared.errors import ConfigError, JobNotFound, KillSwitchTripped, SpecError
-from shared.schemas import JobStatus
+from fleetline.shared import keys
+from fleetline.shared.errors import ConfigError, JobNotFound, KillSwitchTripped, SpecError
+from fleetline.shared.schemas import JobStatus
 
 if TYPE_CHECKING:
     # Not at run time: settings will import BatchSettings from here.
-    from producer.submit import Producer
-    from shared.settings import FleetlineSettings
-    from shared.state import StateStore
+    from fleetline.producer.submit import Producer
+    from fleetline.shared.settings import FleetlineSettings
+    from fleetline.shared.state import StateStore
 
 _NAME = r"^[A-Za-z0-9_.-]{1,64}$"
 _DOC_ID_BAD = re.compile(r"[^A-Za-z0-9_.-]+")

@@ -26,17 +26,17 @@ import redis
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared import keys
-from shared.killswitch import KillSwitches, SwitchState
-from shared.ledger import Ledger, SpendSettings, Window
-from shared.names import WorkerType
-from shared.tracing import report_switch
+from fleetline.shared import keys
+from fleetline.shared.killswitch import KillSwitches, SwitchState
+from fleetline.shared.ledger import Ledger, SpendSettings, Window
+from fleetline.shared.names import WorkerType
+from fleetline.shared.tracing import report_switch
 
 if TYPE_CHECKING:
     # Not at run time: settings will import KillSwitchSettings from here.
     from celery import Celery
 
-    from shared.settings import FleetlineSettings
+    from fleetline.shared.settings import FleetlineSettings
 
 log = logging.getLogger(__name__)
 

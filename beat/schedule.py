@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from beat.batches import batch_settings, cron_schedule
-from beat.killswitch_task import killswitch_settings
-from shared.names import TASK_BATCH_RUN, TASK_KILLSWITCH_CHECK, TASK_REAP_DEADLINES
-from shared.settings import FleetlineSettings
+from fleetline.beat.batches import batch_settings, cron_schedule
+from fleetline.beat.killswitch_task import killswitch_settings
+from fleetline.shared.names import TASK_BATCH_RUN, TASK_KILLSWITCH_CHECK, TASK_REAP_DEADLINES
+from fleetline.shared.settings import FleetlineSettings
 
 
 def build_schedule(settings: FleetlineSettings) -> dict[str, dict[str, Any]]:

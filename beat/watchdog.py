@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import logging
 
-from shared.errors import JobNotFound
-from shared.schemas import JobStatus
-from shared.state import StateStore
-from workers.verdict import assemble, judge
+from fleetline.shared.errors import JobNotFound
+from fleetline.shared.schemas import JobStatus
+from fleetline.shared.state import StateStore
+from fleetline.workers.verdict import assemble, judge
 
 log = logging.getLogger(__name__)
 

@@ -14,20 +14,20 @@ from typing import Annotated, Any
 
 import typer
 
-from producer import cli_render as render
-from producer.cli_breakers import breakers_app
-from producer.cli_jobs import Exit, exit_code, exit_codes, open_store, read_spec, watch
-from producer.cli_local import (
+from fleetline.producer import cli_render as render
+from fleetline.producer.cli_breakers import breakers_app
+from fleetline.producer.cli_jobs import Exit, exit_code, exit_codes, open_store, read_spec, watch
+from fleetline.producer.cli_local import (
     child_env,
     local_redis,
     running_fleet,
     sigterm_as_interrupt,
     wait_ready,
 )
-from producer.cli_ops import register as register_ops
-from producer.submit import Producer, parse_spec
-from shared.schemas import JobResult
-from shared.settings import FleetlineSettings, get_settings
+from fleetline.producer.cli_ops import register as register_ops
+from fleetline.producer.submit import Producer, parse_spec
+from fleetline.shared.schemas import JobResult
+from fleetline.shared.settings import FleetlineSettings, get_settings
 
 app = typer.Typer(
     name="fleetline",

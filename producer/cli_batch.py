@@ -14,11 +14,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from beat.batches import BatchSummary, get_run, run_batch
-from producer import cli_render as render
-from producer.cli_jobs import Exit, exit_codes
-from producer.submit import Producer
-from shared.settings import get_settings
+from fleetline.beat.batches import BatchSummary, get_run, run_batch
+from fleetline.producer import cli_render as render
+from fleetline.producer.cli_jobs import Exit, exit_codes
+from fleetline.producer.submit import Producer
+from fleetline.shared.settings import get_settings
 
 batch_app = typer.Typer(
     name="batch", help="Scheduled batch runs (FLEETLINE_BATCH_RUNS).", no_args_is_help=True

@@ -9,11 +9,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from producer import cli_render as render
-from producer.cli_jobs import exit_codes
-from shared.breakers import BreakerSnapshot, BreakerState, RedisBreakers, breaker_redis
-from shared.celery_app import redis_url
-from shared.settings import FleetlineSettings, get_settings
+from fleetline.producer import cli_render as render
+from fleetline.producer.cli_jobs import exit_codes
+from fleetline.shared.breakers import BreakerSnapshot, BreakerState, RedisBreakers, breaker_redis
+from fleetline.shared.celery_app import redis_url
+from fleetline.shared.settings import FleetlineSettings, get_settings
 
 breakers_app = typer.Typer(
     name="breakers",

@@ -15,13 +15,13 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from producer import cli_render as render
-from producer.cli_jobs import Exit, exit_codes
-from producer.cli_ops import open_redis, utc
-from producer.replay import replay
-from shared.celery_app import make_celery
-from shared.deadletters import DeadLetter, DeadLetterStore
-from shared.settings import FleetlineSettings, get_settings
+from fleetline.producer import cli_render as render
+from fleetline.producer.cli_jobs import Exit, exit_codes
+from fleetline.producer.cli_ops import open_redis, utc
+from fleetline.producer.replay import replay
+from fleetline.shared.celery_app import make_celery
+from fleetline.shared.deadletters import DeadLetter, DeadLetterStore
+from fleetline.shared.settings import FleetlineSettings, get_settings
 
 dlq_app = typer.Typer(
     name="dlq", help="Dead letters: messages the fleet could not run.", no_args_is_help=True

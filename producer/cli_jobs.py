@@ -24,8 +24,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from producer.cli_render import err, error
-from shared.errors import (
+from fleetline.producer.cli_render import err, error
+from fleetline.shared.errors import (
     ConfigError,
     FleetlineError,
     JobNotFound,
@@ -33,10 +33,10 @@ from shared.errors import (
     SpecError,
     StoreUnavailable,
 )
-from shared.redis_client import make_redis
-from shared.schemas import JobResult, JobStatus
-from shared.settings import FleetlineSettings
-from shared.state import StateStore
+from fleetline.shared.redis_client import make_redis
+from fleetline.shared.schemas import JobResult, JobStatus
+from fleetline.shared.settings import FleetlineSettings
+from fleetline.shared.state import StateStore
 
 # How often --wait reads the job record; never AsyncResult.get() (DESIGN.md).
 POLL_S = 0.2

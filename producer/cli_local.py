@@ -14,14 +14,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from producer.cli_render import notice
-from producer.fleet import Fleet
-from shared.celery_app import make_celery
-from shared.embedded_redis import start_redis
-from shared.errors import FleetlineError
-from shared.names import WorkerType
-from shared.redis_client import make_redis
-from shared.settings import FleetlineSettings
+from fleetline.producer.cli_render import notice
+from fleetline.producer.fleet import Fleet
+from fleetline.shared.celery_app import make_celery
+from fleetline.shared.embedded_redis import start_redis
+from fleetline.shared.errors import FleetlineError
+from fleetline.shared.names import WorkerType
+from fleetline.shared.redis_client import make_redis
+from fleetline.shared.settings import FleetlineSettings
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

@@ -17,14 +17,21 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from beat.killswitch_task import killswitch_settings, read_enforcement
-from producer import cli_render as render
-from producer.cli_jobs import exit_codes
-from shared.killswitch import KillSwitches, SwitchState, check_scope
-from shared.ledger import Ledger, ScopeKind, ScopeSpend, SpendReport, SpendSettings, Window
-from shared.names import WorkerType
-from shared.redis_client import make_redis
-from shared.settings import FleetlineSettings, get_settings
+from fleetline.beat.killswitch_task import killswitch_settings, read_enforcement
+from fleetline.producer import cli_render as render
+from fleetline.producer.cli_jobs import exit_codes
+from fleetline.shared.killswitch import KillSwitches, SwitchState, check_scope
+from fleetline.shared.ledger import (
+    Ledger,
+    ScopeKind,
+    ScopeSpend,
+    SpendReport,
+    SpendSettings,
+    Window,
+)
+from fleetline.shared.names import WorkerType
+from fleetline.shared.redis_client import make_redis
+from fleetline.shared.settings import FleetlineSettings, get_settings
 
 killswitch_app = typer.Typer(
     name="killswitch",
@@ -310,8 +317,8 @@ def _groups_table(groups: dict[str, ScopeSpend], by: By) -> Table:
 
 def register(app: typer.Typer) -> None:
     """Add the operator commands to the `fleetline` app."""
-    from producer.cli_batch import batch_app
-    from producer.cli_dlq import dlq_app
+    from fleetline.producer.cli_batch import batch_app
+    from fleetline.producer.cli_dlq import dlq_app
 
     app.add_typer(killswitch_app)
     app.add_typer(batch_app)

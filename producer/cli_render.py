@@ -18,8 +18,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from shared.schemas import JobResult, JobStatus, OutcomeStatus, SubtaskOutcome
-from shared.state import AuditEntry
+from fleetline.shared.schemas import JobResult, JobStatus, OutcomeStatus, SubtaskOutcome
+from fleetline.shared.state import AuditEntry
 
 # Both resolve sys.stdout/sys.stderr when they write, so test runners can capture them.
 out = Console(highlight=False)

@@ -17,8 +17,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from shared.names import WorkerType
-from shared.settings import FleetlineSettings
+from fleetline.shared.names import WorkerType
+from fleetline.shared.settings import FleetlineSettings
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def worker_command(settings: FleetlineSettings, worker_type: WorkerType) -> list
     """The `celery worker` command line of one worker type."""
     policy = settings.worker(worker_type)
     return [
-        sys.executable, "-m", "celery", "-A", "workers.app", "worker",
+        sys.executable, "-m", "celery", "-A", "fleetline.workers.app", "worker",
         "-Q", worker_type.value,
         "-P", policy.pool,
         "-c", str(policy.concurrency),
@@ -43,7 +43,7 @@ def worker_command(settings: FleetlineSettings, worker_type: WorkerType) -> list
 
 def beat_command(settings: FleetlineSettings) -> list[str]:
     return [
-        sys.executable, "-m", "celery", "-A", "beat.app", "beat",
+        sys.executable, "-m", "celery", "-A", "fleetline.beat.app", "beat",
         "-S", "redbeat.RedBeatScheduler", "-l", settings.log_level,
     ]  # fmt: skip
 

@@ -11,7 +11,7 @@ import base64
 
 from celery import Celery
 
-from shared.deadletters import DeadLetter
+from fleetline.shared.deadletters import DeadLetter
 
 
 def replay(app: Celery, letter: DeadLetter) -> None:

@@ -18,15 +18,15 @@ from celery import Celery, chord
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from producer.decomposers import DECOMPOSERS, Plan
-from shared.celery_app import make_celery
-from shared.errors import FleetlineError, KillSwitchTripped, SpecError, StoreUnavailable
-from shared.killswitch import SwitchState, applicable_keys
-from shared.names import SUBTASK_TASK_NAMES, TASK_SYNTHESIS
-from shared.redis_client import make_redis
-from shared.schemas import JobSpec, JobStatus, SubtaskPayload
-from shared.settings import FleetlineSettings
-from shared.state import StateStore
+from fleetline.producer.decomposers import DECOMPOSERS, Plan
+from fleetline.shared.celery_app import make_celery
+from fleetline.shared.errors import FleetlineError, KillSwitchTripped, SpecError, StoreUnavailable
+from fleetline.shared.killswitch import SwitchState, applicable_keys
+from fleetline.shared.names import SUBTASK_TASK_NAMES, TASK_SYNTHESIS
+from fleetline.shared.redis_client import make_redis
+from fleetline.shared.schemas import JobSpec, JobStatus, SubtaskPayload
+from fleetline.shared.settings import FleetlineSettings
+from fleetline.shared.state import StateStore
 
 log = logging.getLogger(__name__)
 

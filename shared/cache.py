@@ -30,7 +30,7 @@ from typing import Any
 
 import redis
 
-from shared import keys
+from fleetline.shared import keys
 
 SHARED_SCOPE = "shared"
 _SPACES = re.compile(r"\s+")
@@ -101,7 +101,7 @@ def parse_lookup(reply: Any) -> Lookup:
 
 def _script(client: redis.Redis, name: str) -> Any:
     return client.register_script(
-        resources.files("shared").joinpath("lua", f"{name}.lua").read_text()
+        resources.files("fleetline.shared").joinpath("lua", f"{name}.lua").read_text()
     )
 
 

@@ -12,9 +12,9 @@ from typing import Any
 from celery import Celery
 from kombu.entity import Exchange, Queue
 
-from shared.errors import ConfigError
-from shared.names import TASK_QUEUES, WorkerType
-from shared.settings import FleetlineSettings
+from fleetline.shared.errors import ConfigError
+from fleetline.shared.names import TASK_QUEUES, WorkerType
+from fleetline.shared.settings import FleetlineSettings
 
 # kombu's Redis transport emulates priorities with one list per step; four steps keep
 # BRPOP cheap while still letting urgent jobs overtake a backlog.
@@ -59,7 +59,7 @@ def make_celery(
     `send_only` is for producers, which never wait on an AsyncResult (see result_backends).
     """
     url = redis_url(settings)
-    backend = f"shared.result_backends:SendOnlyRedisBackend+{url}" if send_only else url
+    backend = f"fleetline.shared.result_backends:SendOnlyRedisBackend+{url}" if send_only else url
     app = Celery(name, broker=url, backend=backend)
     transport = _transport_options(settings)
     biggest_pool = max(w.concurrency for w in settings.workers.values())
@@ -72,7 +72,7 @@ def make_celery(
         task_reject_on_worker_lost=True,
         task_retry_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,
-        broker_transport="shared.transport:Transport",
+        broker_transport="fleetline.shared.transport:Transport",
         broker_transport_options=transport,
         result_backend_transport_options=transport,
         redis_max_connections=max(settings.redis.max_connections, biggest_pool * 2 + 10),
@@ -101,6 +101,6 @@ def make_celery(
         worker_cancel_long_running_tasks_on_connection_loss=False,
         timezone="UTC",
         # Undecodable bodies and unknown task names are dead-lettered, not dropped.
-        worker_consumer="workers.consumer:DeadLetteringConsumer",
+        worker_consumer="fleetline.workers.consumer:DeadLetteringConsumer",
     )
     return app

@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from shared import keys
+from fleetline.shared import keys
 
 
 @dataclass(frozen=True)

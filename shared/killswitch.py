@@ -16,8 +16,8 @@ from typing import Any
 
 import redis
 
-from shared import keys
-from shared.ledger import ScopeKind, SpendReport, SpendSettings, Window, window_bounds
+from fleetline.shared import keys
+from fleetline.shared.ledger import ScopeKind, SpendReport, SpendSettings, Window, window_bounds
 
 _SCOPE = re.compile(r"^(fleet|tenant:.+|worker_type:.+)$")
 _SWITCHED = {k.value: k for k in (ScopeKind.FLEET, ScopeKind.TENANT, ScopeKind.WORKER_TYPE)}

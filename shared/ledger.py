@@ -22,7 +22,7 @@ import redis
 from pydantic import Field, NonNegativeFloat
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared import keys
+from fleetline.shared import keys
 
 NANO = 1_000_000_000
 SavingKind = Literal["cache", "tiering"]
@@ -274,7 +274,7 @@ def parse_settle(reply: Any) -> Settlement:
 
 
 def _script(client: redis.Redis, name: str) -> Any:
-    lua = resources.files("shared").joinpath("lua")
+    lua = resources.files("fleetline.shared").joinpath("lua")
     text = lua.joinpath("ledger_lib.lua").read_text() + lua.joinpath(f"{name}.lua").read_text()
     return client.register_script(text)
 

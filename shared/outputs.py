@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.names import WorkerType
+from fleetline.shared.names import WorkerType
 
 
 class _Output(BaseModel):

@@ -6,8 +6,8 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from shared.celery_app import redis_url
-from shared.settings import FleetlineSettings
+from fleetline.shared.celery_app import redis_url
+from fleetline.shared.settings import FleetlineSettings
 
 
 def make_redis(settings: FleetlineSettings, *, timeout_s: float | None = None) -> redis.Redis:

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.names import Tier, WorkerType
+from fleetline.shared.names import Tier, WorkerType
 
 
 class JobStatus(StrEnum):

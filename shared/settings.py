@@ -19,12 +19,12 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from beat.batches import BatchSettings
-from beat.killswitch_task import KillSwitchSettings
-from shared.breakers.settings import BreakerSettings
-from shared.errors import ConfigError
-from shared.ledger import SpendSettings
-from shared.names import Tier, WorkerType
+from fleetline.beat.batches import BatchSettings
+from fleetline.beat.killswitch_task import KillSwitchSettings
+from fleetline.shared.breakers.settings import BreakerSettings
+from fleetline.shared.errors import ConfigError
+from fleetline.shared.ledger import SpendSettings
+from fleetline.shared.names import Tier, WorkerType
 
 Pool = Literal["threads", "prefork", "gevent", "solo"]
 Provider = Literal["sim", "openai", "anthropic"]

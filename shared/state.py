@@ -14,17 +14,17 @@ from typing import Any
 
 import redis
 
-from shared import keys
-from shared.batch import Batch
-from shared.errors import ConcurrencyError, JobNotFound
-from shared.schemas import JobResult, JobStatus, SubtaskOutcome
+from fleetline.shared import keys
+from fleetline.shared.batch import Batch
+from fleetline.shared.errors import ConcurrencyError, JobNotFound
+from fleetline.shared.schemas import JobResult, JobStatus, SubtaskOutcome
 
 _TERMINAL = [s.value for s in JobStatus if s.terminal]
 _ACTIVE = [JobStatus.PENDING.value, JobStatus.RUNNING.value]
 
 
 def _script(name: str) -> str:
-    return resources.files("shared").joinpath("lua", f"{name}.lua").read_text()
+    return resources.files("fleetline.shared").joinpath("lua", f"{name}.lua").read_text()
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from sentry_sdk.types import Event, Hint
 
-    from shared.killswitch import SwitchState
-    from shared.settings import FleetlineSettings
+    from fleetline.shared.killswitch import SwitchState
+    from fleetline.shared.settings import FleetlineSettings
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ _SECRET = re.compile(
 _WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 # Loggers whose errors are reported explicitly (with tags); their log records would only
 # send the same event twice.
-EXPLICITLY_REPORTED = ("beat.killswitch_task",)
+EXPLICITLY_REPORTED = ("fleetline.beat.killswitch_task",)
 
 _initialised_pid = 0
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared.settings import FleetlineSettings, get_settings
+from fleetline.shared.settings import FleetlineSettings, get_settings
 
 
 @pytest.fixture(autouse=True)

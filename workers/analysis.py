@@ -1,8 +1,8 @@
 """Analysis: what a group of documents says about the question, on the reasoning tier."""
 
-from shared.names import WorkerType
-from shared.outputs import AnalysisOutput
-from workers.specialist import Specialist
+from fleetline.shared.names import WorkerType
+from fleetline.shared.outputs import AnalysisOutput
+from fleetline.workers.specialist import Specialist
 
 ANALYSIS = Specialist(
     worker_type=WorkerType.ANALYSIS,

@@ -12,25 +12,30 @@ from celery import Task
 from celery.signals import worker_init, worker_process_init
 from celery.worker.control import control_command
 
-from beat.batches import run_batch
-from beat.killswitch_task import RESUME_COMMAND, CeleryQueueControl, enforce, resume_home_queue
-from beat.watchdog import finalise_overdue
-from producer.submit import Producer
-from shared.celery_app import make_celery
-from shared.logs import quiet_periodic_tasks
-from shared.names import (
+from fleetline.beat.batches import run_batch
+from fleetline.beat.killswitch_task import (
+    RESUME_COMMAND,
+    CeleryQueueControl,
+    enforce,
+    resume_home_queue,
+)
+from fleetline.beat.watchdog import finalise_overdue
+from fleetline.producer.submit import Producer
+from fleetline.shared.celery_app import make_celery
+from fleetline.shared.logs import quiet_periodic_tasks
+from fleetline.shared.names import (
     TASK_BATCH_RUN,
     TASK_KILLSWITCH_CHECK,
     TASK_REAP_DEADLINES,
     TASK_SYNTHESIS,
     WorkerType,
 )
-from shared.settings import get_settings
-from shared.tracing import init_sentry
-from workers.registry import SPECIALISTS
-from workers.runtime import get_runtime
-from workers.synthesis import run_synthesis
-from workers.task import register_specialist
+from fleetline.shared.settings import get_settings
+from fleetline.shared.tracing import init_sentry
+from fleetline.workers.registry import SPECIALISTS
+from fleetline.workers.runtime import get_runtime
+from fleetline.workers.synthesis import run_synthesis
+from fleetline.workers.task import register_specialist
 
 settings = get_settings()
 quiet_periodic_tasks([TASK_REAP_DEADLINES, TASK_KILLSWITCH_CHECK])

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ValidationError
 
-from shared.models.base import ModelClient, ModelRequest
-from shared.models.prices import call_cost_usd
-from shared.settings import ModelSpec
-from workers.gate import GateResult, validation_errors
+from fleetline.shared.models.base import ModelClient, ModelRequest
+from fleetline.shared.models.prices import call_cost_usd
+from fleetline.shared.settings import ModelSpec
+from fleetline.workers.gate import GateResult, validation_errors
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Classification: one topic label per document, on the cheap tier."""
 
-from shared.names import WorkerType
-from shared.outputs import CLASSIFICATION_LABELS, ClassificationOutput
-from workers.specialist import Specialist
+from fleetline.shared.names import WorkerType
+from fleetline.shared.outputs import CLASSIFICATION_LABELS, ClassificationOutput
+from fleetline.workers.specialist import Specialist
 
 CLASSIFICATION = Specialist(
     worker_type=WorkerType.CLASSIFICATION,

@@ -12,8 +12,8 @@ from typing import Any
 
 from celery.worker.consumer import Consumer
 
-from shared.deadletters import DeadLetterStore, raw_message
-from workers.runtime import get_runtime
+from fleetline.shared.deadletters import DeadLetterStore, raw_message
+from fleetline.workers.runtime import get_runtime
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """Extraction: named entities and figures from one document, on the cheap tier."""
 
-from shared.names import WorkerType
-from shared.outputs import ExtractionOutput
-from workers.specialist import Specialist
+from fleetline.shared.names import WorkerType
+from fleetline.shared.outputs import ExtractionOutput
+from fleetline.workers.specialist import Specialist
 
 EXTRACTION = Specialist(
     worker_type=WorkerType.EXTRACTION,

@@ -12,9 +12,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from shared.models.base import ModelClient, ModelRequest
-from shared.models.prices import call_cost_usd
-from shared.settings import ModelSpec
+from fleetline.shared.models.base import ModelClient, ModelRequest
+from fleetline.shared.models.prices import call_cost_usd
+from fleetline.shared.settings import ModelSpec
 
 
 @dataclass

@@ -12,13 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.batch import Batch
-from shared.errors import ModelTimeout
-from shared.ledger import Scope, scopes_for
-from shared.models.base import ModelRequest
-from shared.schemas import OutcomeError, OutcomeStatus, SubtaskOutcome, SubtaskPayload
-from workers.gate import GateResult, call_through_gate, merge_usage
-from workers.guards import (
+from fleetline.shared.batch import Batch
+from fleetline.shared.errors import ModelTimeout
+from fleetline.shared.ledger import Scope, scopes_for
+from fleetline.shared.models.base import ModelRequest
+from fleetline.shared.schemas import OutcomeError, OutcomeStatus, SubtaskOutcome, SubtaskPayload
+from fleetline.workers.gate import GateResult, call_through_gate, merge_usage
+from fleetline.workers.guards import (
     BreakerGuard,
     BudgetGuard,
     CacheGuard,
@@ -28,8 +28,8 @@ from workers.guards import (
     KillSwitchGuard,
     Reroute,
 )
-from workers.runtime import WorkerRuntime
-from workers.specialist import Specialist
+from fleetline.workers.runtime import WorkerRuntime
+from fleetline.workers.specialist import Specialist
 
 
 @dataclass(frozen=True)

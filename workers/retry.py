@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from shared.errors import RetryableModelError
-from shared.settings import WorkerTypeSettings
+from fleetline.shared.errors import RetryableModelError
+from fleetline.shared.settings import WorkerTypeSettings
 
 
 def retry_delay_s(exc: RetryableModelError, attempt: int, policy: WorkerTypeSettings) -> float:

@@ -14,18 +14,18 @@ from functools import cached_property
 import redis
 from pydantic import BaseModel
 
-from shared.breakers import RedisBreakers
-from shared.cache import ResultCache
-from shared.deadletters import DeadLetterStore
-from shared.killswitch import KillSwitches
-from shared.ledger import Ledger
-from shared.models.base import ModelClient
-from shared.models.factory import build_client
-from shared.names import WorkerType
-from shared.redis_client import make_redis
-from shared.settings import FleetlineSettings, get_settings
-from shared.state import StateStore
-from workers.batching import Batcher
+from fleetline.shared.breakers import RedisBreakers
+from fleetline.shared.cache import ResultCache
+from fleetline.shared.deadletters import DeadLetterStore
+from fleetline.shared.killswitch import KillSwitches
+from fleetline.shared.ledger import Ledger
+from fleetline.shared.models.base import ModelClient
+from fleetline.shared.models.factory import build_client
+from fleetline.shared.names import WorkerType
+from fleetline.shared.redis_client import make_redis
+from fleetline.shared.settings import FleetlineSettings, get_settings
+from fleetline.shared.state import StateStore
+from fleetline.workers.batching import Batcher
 
 
 @dataclass

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from shared.names import WorkerType
+from fleetline.shared.names import WorkerType
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,20 @@ from typing import Any
 from celery import Task
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from shared.batch import Batch
-from shared.outage import through_outage
-from shared.schemas import JobStatus, OutcomeStatus, SubtaskOutcome, SubtaskPayload, SubtaskSpec
-from workers.pipeline import Attempt, SubtaskRun
-from workers.registry import SPECIALISTS
-from workers.runtime import WorkerRuntime, get_runtime
-from workers.task import drive
-from workers.verdict import assemble, findings_text, judge
+from fleetline.shared.batch import Batch
+from fleetline.shared.outage import through_outage
+from fleetline.shared.schemas import (
+    JobStatus,
+    OutcomeStatus,
+    SubtaskOutcome,
+    SubtaskPayload,
+    SubtaskSpec,
+)
+from fleetline.workers.pipeline import Attempt, SubtaskRun
+from fleetline.workers.registry import SPECIALISTS
+from fleetline.workers.runtime import WorkerRuntime, get_runtime
+from fleetline.workers.task import drive
+from fleetline.workers.verdict import assemble, findings_text, judge
 
 log = logging.getLogger(__name__)
 

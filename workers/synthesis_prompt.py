@@ -1,8 +1,8 @@
 """Synthesis: the brief built from every usable finding, on the long-context tier."""
 
-from shared.names import WorkerType
-from shared.outputs import SynthesisOutput
-from workers.specialist import Specialist
+from fleetline.shared.names import WorkerType
+from fleetline.shared.outputs import SynthesisOutput
+from fleetline.workers.specialist import Specialist
 
 SYNTHESIS = Specialist(
     worker_type=WorkerType.SYNTHESIS,

@@ -15,15 +15,15 @@ from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from shared.errors import ModelTimeout, PermanentModelError, RetryableModelError
-from shared.names import SUBTASK_TASK_NAMES
-from shared.outage import through_outage
-from shared.schemas import OutcomeStatus, SubtaskOutcome, SubtaskPayload
-from shared.settings import FleetlineSettings
-from workers.pipeline import Attempt, SubtaskRun
-from workers.retry import retry_delay_s
-from workers.runtime import get_runtime
-from workers.specialist import Specialist
+from fleetline.shared.errors import ModelTimeout, PermanentModelError, RetryableModelError
+from fleetline.shared.names import SUBTASK_TASK_NAMES
+from fleetline.shared.outage import through_outage
+from fleetline.shared.schemas import OutcomeStatus, SubtaskOutcome, SubtaskPayload
+from fleetline.shared.settings import FleetlineSettings
+from fleetline.workers.pipeline import Attempt, SubtaskRun
+from fleetline.workers.retry import retry_delay_s
+from fleetline.workers.runtime import get_runtime
+from fleetline.workers.specialist import Specialist
 
 log = logging.getLogger(__name__)
 

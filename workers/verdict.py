@@ -7,8 +7,8 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from shared.names import WorkerType
-from shared.schemas import JobStatus, OutcomeStatus, SubtaskOutcome
+from fleetline.shared.names import WorkerType
+from fleetline.shared.schemas import JobStatus, OutcomeStatus, SubtaskOutcome
 
 
 def judge(outcomes: Iterable[SubtaskOutcome], expected: int) -> tuple[JobStatus, float]:

@@ -20,7 +20,7 @@ from typing import Any
 import redis
 from celery import Celery
 from celery.backends.redis import RedisBackend
-from kombu import Exchange, Queue
+from kombu.entity import Exchange, Queue
 
 QUEUES = ("extraction", "classification", "analysis", "synthesis")
 TASK_NOOP = "bench.noop"
@@ -48,6 +48,10 @@ class QuietRedisBackend(RedisBackend):  # type: ignore[misc]
 
     def remove_pending_result(self, result: Any) -> Any:
         return result
+
+
+def _queue(name: str) -> Queue:
+    return Queue(name, Exchange(name), routing_key=name)  # type: ignore[no-untyped-call]
 
 
 def make_app(
@@ -79,7 +83,7 @@ def make_app(
         task_send_sent_event=False,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
-        task_queues=[Queue(q, Exchange(q), routing_key=q) for q in QUEUES],
+        task_queues=[_queue(q) for q in QUEUES],
         task_default_queue="synthesis",
     )
     return app

@@ -25,8 +25,9 @@ RESULT_TTL_MS = int(os.environ.get("BENCH_RESULT_EXPIRES_S", "86400")) * 1000
 
 def make_broker(url: str) -> RedisBroker:
     """A Redis broker with results and group completion callbacks."""
-    broker = RedisBroker(url=url)
-    broker.add_middleware(Results(backend=ResultsRedis(url=url), result_ttl=RESULT_TTL_MS))
+    broker = RedisBroker(url=url)  # type: ignore[no-untyped-call]
+    results = Results(backend=ResultsRedis(url=url), result_ttl=RESULT_TTL_MS)  # type: ignore[no-untyped-call]
+    broker.add_middleware(results)
     broker.add_middleware(GroupCallbacks(RateLimiterRedis(url=url)))
     return broker
 

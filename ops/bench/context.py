@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from fleetline.shared.names import WorkerType
 from ops.bench.harness import Bench
 from ops.bench.jobs import Shape, shape_of
 from ops.bench.plan import Sizes
 from ops.bench.sides import FleetlineSide, start_all, stop_all
 from ops.bench.sides_bare import BareCelerySide, DramatiqSide
-from shared.names import WorkerType
 
 
 def fleet_env(

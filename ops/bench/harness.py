@@ -7,6 +7,7 @@ redis-server on a free port and gives every side of every scenario a database of
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -21,8 +22,8 @@ from typing import Any, Protocol
 import psutil
 import redis
 
-from shared.embedded_redis import EmbeddedRedis, start_redis
-from shared.settings import FleetlineSettings, load_settings
+from fleetline.shared.embedded_redis import EmbeddedRedis, start_redis
+from fleetline.shared.settings import FleetlineSettings, load_settings
 
 log = logging.getLogger("ops.bench")
 
@@ -224,10 +225,10 @@ def alternate(
     samples: dict[str, list[Sample]] = {side.name: [] for side in sides}
     rep = 0
     while rep < reps:
-        batch = {}
+        batch: dict[str, Sample] = {}
         for side in sides:
             others = [p for s in sides if s is not side for p in s.pids()]
-            batch[side.name] = _measured(side, others, lambda s=side, r=rep: run(s, r))
+            batch[side.name] = _measured(side, others, functools.partial(run, side, rep))
             log.info("  rep %d %-14s %s", rep, side.name, _brief(batch[side.name]))
         noisy = any(s["noisy"] for s in batch.values())
         if noisy and retries > 0:

@@ -13,8 +13,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from producer.decomposers import DECOMPOSERS
-from shared.settings import FleetlineSettings
+from fleetline.producer.decomposers import DECOMPOSERS
+from fleetline.shared.settings import FleetlineSettings
 
 # Far enough that no queue backlog of a benchmark ever reaches it (the limit is 1800 s).
 DEADLINE_S = 1500.0

@@ -63,7 +63,7 @@ class Monitor:
         ready = threading.Event()
 
         def read() -> None:
-            with self.client.monitor() as mon:
+            with self.client.monitor() as mon:  # type: ignore[no-untyped-call]
                 ready.set()
                 for cmd in mon.listen():
                     name = str(cmd["command"]).split(" ", 1)
@@ -159,16 +159,34 @@ def census(client: redis.Redis, known: set[bytes]) -> dict[str, Any]:
     }
 
 
-def persistent_sizes(client: redis.Redis, keys: set[bytes]) -> dict[str, int]:
-    """Bytes of each of `keys` that has no TTL (singletons such as queues and indexes)."""
+def sizes_of(client: redis.Redis, keys: set[bytes]) -> dict[bytes, tuple[int, int]]:
+    """(TTL, bytes) of each of `keys` that still exists."""
     ordered = sorted(keys)
-    pipe = client.pipeline(transaction=False)
-    for key in ordered:
-        pipe.ttl(key)
-        pipe.memory_usage(key)
-    replies = pipe.execute()
-    return {
-        key.decode(errors="replace"): int(replies[2 * i + 1] or 0)
-        for i, key in enumerate(ordered)
-        if replies[2 * i] == -1
-    }
+    out: dict[bytes, tuple[int, int]] = {}
+    for start in range(0, len(ordered), 1000):
+        chunk = ordered[start : start + 1000]
+        pipe = client.pipeline(transaction=False)
+        for key in chunk:
+            pipe.ttl(key)
+            pipe.memory_usage(key)
+        replies = pipe.execute()
+        for i, key in enumerate(chunk):
+            if replies[2 * i] != -2:
+                out[key] = (int(replies[2 * i]), int(replies[2 * i + 1] or 0))
+    return out
+
+
+def growth(
+    before: dict[bytes, tuple[int, int]], after: dict[bytes, tuple[int, int]]
+) -> dict[str, Any]:
+    """How much keys that existed before grew, by pattern (those that shrank or went: 0)."""
+    by_pattern: dict[str, int] = collections.defaultdict(int)
+    no_ttl: dict[str, int] = collections.defaultdict(int)
+    for key, (ttl, size) in after.items():
+        grew = size - before.get(key, (0, size))[1]
+        if grew > 0:
+            by_pattern[pattern(key)] += grew
+            if ttl == -1:
+                no_ttl[pattern(key)] += grew
+    top = dict(sorted(by_pattern.items(), key=lambda kv: -kv[1])[:10])
+    return {"bytes": sum(by_pattern.values()), "by_pattern": top, "no_ttl": dict(no_ttl)}

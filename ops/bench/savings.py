@@ -25,10 +25,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from producer.fleet import Fleet
-from producer.submit import Producer
-from shared.embedded_redis import start_redis
-from shared.settings import load_settings
+from fleetline.producer.fleet import Fleet
+from fleetline.producer.submit import Producer
+from fleetline.shared.embedded_redis import start_redis
+from fleetline.shared.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "ops" / "bench" / "results"

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from fleetline.shared import keys
 from ops.bench.context import Context, fleet_env
 from ops.bench.harness import Sample, alternate
 from ops.bench.jobs import Shape, run_burst, shape_of
@@ -21,7 +22,6 @@ from ops.bench.scenario import med, result
 from ops.bench.sides import FleetlineSide, start_all, stop_all
 from ops.bench.sides_bare import BareCelerySide
 from ops.bench.stats import median, ratio
-from shared import keys
 
 log = logging.getLogger("ops.bench")
 

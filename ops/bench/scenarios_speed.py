@@ -6,6 +6,7 @@ and synthesis against a bare Celery chord of the same headers on the same queues
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -182,6 +183,14 @@ def latency(ctx: Context) -> dict[str, Any]:
     )
 
 
+def _one_job(shape: Shape, side: Any, _: int) -> Sample:
+    return run_burst(side, shape, 1, poll_s=0.05).sample()
+
+
+def _warm_one(shape: Shape, side: Any) -> None:
+    run_burst(side, shape, 1)
+
+
 def fanout(ctx: Context) -> dict[str, Any]:
     stack, sizes = ctx.noop(), ctx.sizes
     settings = stack.fleetline.settings
@@ -197,8 +206,8 @@ def fanout(ctx: Context) -> dict[str, Any]:
         samples[label] = alternate(
             [stack.fleetline, stack.bare],
             reps,
-            lambda side, _, s=shape: run_burst(side, s, 1, poll_s=0.05).sample(),
-            warmup=(lambda side, s=shape: run_burst(side, s, 1)) if label == "small" else None,
+            functools.partial(_one_job, shape),
+            warmup=functools.partial(_warm_one, shape) if label == "small" else None,
             retries=sizes.noisy_retries,
         )
     f = {k: med(v["fleetline"], "wall_s", 3) or 0.0 for k, v in samples.items()}

@@ -14,6 +14,12 @@ from typing import Any
 
 from celery import Celery
 
+from fleetline.producer.fleet import Fleet, beat_command, worker_command
+from fleetline.producer.submit import Producer
+from fleetline.shared import keys
+from fleetline.shared.names import WorkerType
+from fleetline.shared.schemas import JobStatus
+from fleetline.shared.settings import FleetlineSettings
 from ops.bench.harness import (
     Bench,
     child_env,
@@ -23,12 +29,6 @@ from ops.bench.harness import (
     wait_until,
 )
 from ops.bench.jobs import Shape, brief_spec
-from producer.fleet import Fleet, beat_command, worker_command
-from producer.submit import Producer
-from shared import keys
-from shared.names import WorkerType
-from shared.schemas import JobStatus
-from shared.settings import FleetlineSettings
 
 TERMINAL = {s.value.encode() for s in JobStatus if s.terminal}
 

@@ -10,10 +10,10 @@ from typing import Any
 
 from celery import Celery, chord
 
+from fleetline.shared.names import WorkerType
 from ops.bench.harness import child_env, settings_for, start_process
 from ops.bench.jobs import Shape, run_burst, shape_of_plain
 from ops.bench.sides import Side, celery_argv, wait_pings
-from shared.names import WorkerType
 
 
 @dataclass
@@ -139,18 +139,18 @@ class DramatiqSide(Side):
         from dramatiq import Message, group
 
         job = uuid.uuid4().hex
-        children = [
+        children: list[Message[Any]] = [
             Message(queue_name="default", actor_name="bench_noop", args=(i,), kwargs={}, options={})
             for i in range(shape.subtasks)
         ]
-        callback = Message(
+        callback: Message[Any] = Message(
             queue_name="default",
             actor_name="bench_done",
             args=(job, self.counter_key, self.times_key),
             kwargs={},
             options={},
         )
-        g = group(children, broker=self.broker)
-        g.add_completion_callback(callback)
-        g.run()
+        g = group(children, broker=self.broker)  # type: ignore[no-untyped-call]
+        g.add_completion_callback(callback)  # type: ignore[no-untyped-call]
+        g.run()  # type: ignore[no-untyped-call]
         return job

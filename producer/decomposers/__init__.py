@@ -3,8 +3,8 @@
 Same input, same subtasks, same ids.
 """
 
-from producer.decomposers.base import Decomposer, Plan
-from producer.decomposers.research_brief import RESEARCH_BRIEF
+from fleetline.producer.decomposers.base import Decomposer, Plan
+from fleetline.producer.decomposers.research_brief import RESEARCH_BRIEF
 
 DECOMPOSERS: dict[str, Decomposer] = {d.kind: d for d in (RESEARCH_BRIEF,)}
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from shared.schemas import SubtaskSpec
-from shared.settings import FleetlineSettings
+from fleetline.shared.schemas import SubtaskSpec
+from fleetline.shared.settings import FleetlineSettings
 
 
 @dataclass(frozen=True)

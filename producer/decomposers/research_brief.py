@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from producer.decomposers.base import Decomposer, Plan
-from shared.errors import SpecError
-from shared.names import WorkerType
-from shared.schemas import SubtaskSpec
-from shared.settings import FleetlineSettings
+from fleetline.producer.decomposers.base import Decomposer, Plan
+from fleetline.shared.errors import SpecError
+from fleetline.shared.names import WorkerType
+from fleetline.shared.schemas import SubtaskSpec
+from fleetline.shared.settings import FleetlineSettings
 
 # Documents one analysis reads together: enough context to compare, small enough to be quick.
 ANALYSIS_GROUP_SIZE = 4

@@ -20,9 +20,9 @@ Hot path: `queue_allow` / `parse_allow` and `queue_record` / `parse_record` put 
 scripts on a caller's pipeline, beside the other guards' commands.
 """
 
-from shared.breakers.breaker import FleetBreaker
-from shared.breakers.memory_store import MemoryBreakers
-from shared.breakers.model import (
+from fleetline.shared.breakers.breaker import FleetBreaker
+from fleetline.shared.breakers.memory_store import MemoryBreakers
+from fleetline.shared.breakers.model import (
     BreakerOpen,
     Breakers,
     BreakerSnapshot,
@@ -34,8 +34,8 @@ from shared.breakers.model import (
     breaker_name,
     check_name,
 )
-from shared.breakers.redis_store import RedisBreakers, breaker_redis
-from shared.breakers.settings import BreakerSettings, RedisDownPolicy
+from fleetline.shared.breakers.redis_store import RedisBreakers, breaker_redis
+from fleetline.shared.breakers.settings import BreakerSettings, RedisDownPolicy
 
 __all__ = [
     "BreakerOpen",

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import pybreaker
 
-from shared.breakers.model import (
+from fleetline.shared.breakers.model import (
     BreakerOpen,
     Breakers,
     BreakerState,
@@ -28,7 +28,7 @@ from shared.breakers.model import (
     Result,
     Transition,
 )
-from shared.errors import StoreUnavailable
+from fleetline.shared.errors import StoreUnavailable
 
 T = TypeVar("T")
 Exclusion = type[BaseException] | Callable[[Any], bool]

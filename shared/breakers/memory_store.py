@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from shared.breakers.model import (
+from fleetline.shared.breakers.model import (
     BreakerSnapshot,
     BreakerState,
     Permit,
@@ -25,7 +25,7 @@ from shared.breakers.model import (
     trips,
     window_counts,
 )
-from shared.breakers.settings import BreakerSettings
+from fleetline.shared.breakers.settings import BreakerSettings
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import pybreaker
 
-from shared.breakers.settings import BreakerSettings
+from fleetline.shared.breakers.settings import BreakerSettings
 
 _NAME = re.compile(r"^[A-Za-z0-9._/@+-]+(:[A-Za-z0-9._/@+-]+)*$")
 _MAX_NAME = 200

@@ -19,8 +19,8 @@ from redis.backoff import NoBackoff
 from redis.client import Pipeline
 from redis.retry import Retry
 
-from shared import keys
-from shared.breakers.model import (
+from fleetline.shared import keys
+from fleetline.shared.breakers.model import (
     BreakerSnapshot,
     BreakerState,
     Permit,
@@ -32,8 +32,8 @@ from shared.breakers.model import (
     parse_recorded,
     text,
 )
-from shared.breakers.settings import BreakerSettings
-from shared.errors import StoreUnavailable
+from fleetline.shared.breakers.settings import BreakerSettings
+from fleetline.shared.errors import StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ _LOG_EVERY_S = 10.0
 
 
 def _script(client: redis.Redis, name: str) -> Any:
-    lua = resources.files("shared").joinpath("lua")
+    lua = resources.files("fleetline.shared").joinpath("lua")
     text_ = lua.joinpath("breaker_lib.lua").read_text() + lua.joinpath(f"{name}.lua").read_text()
     return client.register_script(text_)
 

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared import keys
+from fleetline.shared import keys
 
 RedisDownPolicy = Literal["fail_open", "fail_closed"]
 

@@ -1,7 +1,7 @@
 """Model clients: one interface, three providers (openai, anthropic, sim), and the price table."""
 
-from shared.models.base import ModelClient, ModelRequest, ModelResponse, render_messages
-from shared.models.prices import call_cost_usd, worst_case_cost_usd
+from fleetline.shared.models.base import ModelClient, ModelRequest, ModelResponse, render_messages
+from fleetline.shared.models.prices import call_cost_usd, worst_case_cost_usd
 
 __all__ = [
     "ModelClient",

@@ -11,15 +11,15 @@ import time
 
 import anthropic
 
-from shared.errors import (
+from fleetline.shared.errors import (
     ModelBadRequest,
     ModelConnectionError,
     ModelError,
     ModelTimeout,
     ProviderServerError,
 )
-from shared.models.base import ModelRequest, ModelResponse, render_messages
-from shared.models.http_errors import SdkClient, error_for_status
+from fleetline.shared.models.base import ModelRequest, ModelResponse, render_messages
+from fleetline.shared.models.http_errors import SdkClient, error_for_status
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 

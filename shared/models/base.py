@@ -10,7 +10,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.names import WorkerType
+from fleetline.shared.names import WorkerType
 
 
 class ModelRequest(BaseModel):

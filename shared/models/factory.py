@@ -6,9 +6,9 @@ only here, so that code which never calls a real provider never loads its SDK.
 
 from __future__ import annotations
 
-from shared.errors import ConfigError
-from shared.models.base import ModelClient
-from shared.settings import FleetlineSettings, ModelSpec
+from fleetline.shared.errors import ConfigError
+from fleetline.shared.models.base import ModelClient
+from fleetline.shared.settings import FleetlineSettings, ModelSpec
 
 
 def build_client(model_key: str, settings: FleetlineSettings) -> ModelClient:
@@ -24,18 +24,18 @@ def build_client(model_key: str, settings: FleetlineSettings) -> ModelClient:
     spec = _spec(model_key, settings)
     providers = settings.providers
     if spec.provider == "sim":
-        from shared.models.sim import SimClient
+        from fleetline.shared.models.sim import SimClient
 
         return SimClient(settings.sim)
     if spec.provider == "openai":
         if providers.openai_api_key is None:
             raise ConfigError(f"FLEETLINE_OPENAI_API_KEY is not set (model {model_key!r})")
-        from shared.models.openai_client import OpenAIClient
+        from fleetline.shared.models.openai_client import OpenAIClient
 
         return OpenAIClient(providers.openai_base_url, providers.openai_api_key.get_secret_value())
     if providers.anthropic_api_key is None:
         raise ConfigError(f"FLEETLINE_ANTHROPIC_API_KEY is not set (model {model_key!r})")
-    from shared.models.anthropic_client import AnthropicClient
+    from fleetline.shared.models.anthropic_client import AnthropicClient
 
     return AnthropicClient(
         providers.anthropic_base_url, providers.anthropic_api_key.get_secret_value()

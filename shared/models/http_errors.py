@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Self
 
-from shared.errors import (
+from fleetline.shared.errors import (
     ModelAuthError,
     ModelBadRequest,
     ModelError,

@@ -12,16 +12,16 @@ from typing import Literal
 
 import openai
 
-from shared.errors import (
+from fleetline.shared.errors import (
     ModelBadRequest,
     ModelConnectionError,
     ModelError,
     ModelTimeout,
     ProviderServerError,
 )
-from shared.models.base import ModelRequest, ModelResponse, render_messages
-from shared.models.http_errors import SdkClient, error_for_status
-from shared.models.prices import estimate_tokens
+from fleetline.shared.models.base import ModelRequest, ModelResponse, render_messages
+from fleetline.shared.models.http_errors import SdkClient, error_for_status
+from fleetline.shared.models.prices import estimate_tokens
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 

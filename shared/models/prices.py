@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.settings import ModelSpec
+from fleetline.shared.settings import ModelSpec
 
 _PER_TOKEN = 1e-6
 

@@ -18,11 +18,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from shared.errors import ModelTimeout, ProviderServerError, RateLimited
-from shared.models.base import ModelRequest, ModelResponse, render_messages
-from shared.models.prices import estimate_tokens
-from shared.names import WorkerType
-from shared.settings import SimSettings
+from fleetline.shared.errors import ModelTimeout, ProviderServerError, RateLimited
+from fleetline.shared.models.base import ModelRequest, ModelResponse, render_messages
+from fleetline.shared.models.prices import estimate_tokens
+from fleetline.shared.names import WorkerType
+from fleetline.shared.settings import SimSettings
 
 # A timeout fault fails fast: drills want the retry path, not a long wait.
 _TIMEOUT_FAULT_S = 0.05

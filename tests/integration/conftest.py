@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 import redis
 
-from producer.fleet import Fleet
-from producer.submit import Producer
-from shared.embedded_redis import EmbeddedRedis, start_redis
-from shared.names import WorkerType
-from shared.schemas import JobResult
-from shared.settings import FleetlineSettings, load_settings
-from shared.state import StateStore
+from fleetline.producer.fleet import Fleet
+from fleetline.producer.submit import Producer
+from fleetline.shared.embedded_redis import EmbeddedRedis, start_redis
+from fleetline.shared.names import WorkerType
+from fleetline.shared.schemas import JobResult
+from fleetline.shared.settings import FleetlineSettings, load_settings
+from fleetline.shared.state import StateStore
 
 ROOT = Path(__file__).resolve().parents[2]
 _databases = itertools.count(1)

@@ -11,12 +11,12 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
-from beat.batches import run_batch
-from producer.cli import app as cli
-from shared import keys
-from shared.names import TASK_BATCH_RUN
-from shared.schemas import JobStatus
-from shared.settings import get_settings
+from fleetline.beat.batches import run_batch
+from fleetline.producer.cli import app as cli
+from fleetline.shared import keys
+from fleetline.shared.names import TASK_BATCH_RUN
+from fleetline.shared.schemas import JobStatus
+from fleetline.shared.settings import get_settings
 from tests.integration.conftest import FleetFactory
 
 pytestmark = pytest.mark.integration

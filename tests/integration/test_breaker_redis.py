@@ -18,9 +18,9 @@ import pybreaker
 import pytest
 import redis
 
-from shared import keys
-from shared.batch import Batch
-from shared.breakers import (
+from fleetline.shared import keys
+from fleetline.shared.batch import Batch
+from fleetline.shared.breakers import (
     BreakerSettings,
     BreakerState,
     FleetBreaker,
@@ -29,8 +29,8 @@ from shared.breakers import (
     Transition,
     breaker_redis,
 )
-from shared.embedded_redis import EmbeddedRedis, free_port, start_redis
-from shared.errors import ProviderServerError
+from fleetline.shared.embedded_redis import EmbeddedRedis, free_port, start_redis
+from fleetline.shared.errors import ProviderServerError
 
 pytestmark = pytest.mark.integration
 

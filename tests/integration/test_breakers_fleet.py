@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from producer.cli import app
-from shared.breakers import BreakerState, RedisBreakers
-from shared.schemas import JobResult, OutcomeStatus
+from fleetline.producer.cli import app
+from fleetline.shared.breakers import BreakerState, RedisBreakers
+from fleetline.shared.schemas import JobResult, OutcomeStatus
 from tests.integration.conftest import FleetFactory, RunningFleet
 
 pytestmark = pytest.mark.integration

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import redis
 
-from shared import keys
-from shared.cache import Hit, Lease, ResultCache, Wait, cache_key, parse_lookup
+from fleetline.shared import keys
+from fleetline.shared.cache import Hit, Lease, ResultCache, Wait, cache_key, parse_lookup
 
 pytestmark = pytest.mark.integration
 

@@ -10,13 +10,13 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
-from producer.cli import app as cli
-from shared.deadletters import DeadLetterStore
-from shared.embedded_redis import free_port
-from shared.killswitch import KillSwitches
-from shared.ledger import Ledger, SpendSettings, scopes_for
-from shared.names import WorkerType
-from shared.settings import get_settings
+from fleetline.producer.cli import app as cli
+from fleetline.shared.deadletters import DeadLetterStore
+from fleetline.shared.embedded_redis import free_port
+from fleetline.shared.killswitch import KillSwitches
+from fleetline.shared.ledger import Ledger, SpendSettings, scopes_for
+from fleetline.shared.names import WorkerType
+from fleetline.shared.settings import get_settings
 from tests.integration.conftest import FleetFactory
 
 pytestmark = pytest.mark.integration

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from shared.ledger import Ledger, Window
-from shared.models.prices import call_cost_usd
-from shared.schemas import JobResult, JobStatus, OutcomeStatus
+from fleetline.shared.ledger import Ledger, Window
+from fleetline.shared.models.prices import call_cost_usd
+from fleetline.shared.schemas import JobResult, JobStatus, OutcomeStatus
 from tests.integration.conftest import FleetFactory
 
 pytestmark = pytest.mark.integration

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.embedded_redis import start_redis
-from shared.names import WorkerType
-from shared.schemas import JobStatus, OutcomeStatus
+from fleetline.shared.embedded_redis import start_redis
+from fleetline.shared.names import WorkerType
+from fleetline.shared.schemas import JobStatus, OutcomeStatus
 from tests.integration.conftest import FleetFactory
 
 pytestmark = pytest.mark.integration

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from producer.submit import Producer
-from shared.deadletters import DeadLetterStore
-from shared.errors import StoreUnavailable
-from shared.schemas import JobStatus, OutcomeStatus
-from shared.settings import load_settings
+from fleetline.producer.submit import Producer
+from fleetline.shared.deadletters import DeadLetterStore
+from fleetline.shared.errors import StoreUnavailable
+from fleetline.shared.schemas import JobStatus, OutcomeStatus
+from fleetline.shared.settings import load_settings
 from tests.integration.conftest import FleetFactory
 
 pytestmark = pytest.mark.integration
@@ -138,7 +138,7 @@ def test_poison_messages_are_dead_lettered_while_other_jobs_flow(
 def test_submit_fails_fast_and_clearly_when_redis_is_down(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from shared.embedded_redis import free_port
+    from fleetline.shared.embedded_redis import free_port
 
     monkeypatch.setenv("FLEETLINE_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
     monkeypatch.setenv("FLEETLINE_REDIS_SUBMIT_TIMEOUT_S", "1")

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from shared.schemas import JobStatus, OutcomeStatus
+from fleetline.shared.schemas import JobStatus, OutcomeStatus
 from tests.integration.conftest import ROOT, FleetFactory
 
 pytestmark = pytest.mark.integration

@@ -20,16 +20,16 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
-from beat.killswitch_task import enforce, read_enforcement
-from producer.cli import app as cli
-from producer.fleet import beat_command
-from shared import keys
-from shared.errors import KillSwitchTripped
-from shared.killswitch import KillSwitches, SwitchState
-from shared.ledger import Ledger, SpendSettings, Window, scopes_for
-from shared.names import WorkerType
-from shared.schemas import JobStatus
-from shared.settings import get_settings
+from fleetline.beat.killswitch_task import enforce, read_enforcement
+from fleetline.producer.cli import app as cli
+from fleetline.producer.fleet import beat_command
+from fleetline.shared import keys
+from fleetline.shared.errors import KillSwitchTripped
+from fleetline.shared.killswitch import KillSwitches, SwitchState
+from fleetline.shared.ledger import Ledger, SpendSettings, Window, scopes_for
+from fleetline.shared.names import WorkerType
+from fleetline.shared.schemas import JobStatus
+from fleetline.shared.settings import get_settings
 from tests.integration.conftest import FleetFactory, RunningFleet
 from tests.integration.test_failure_handling import brief
 

@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 import pytest
 import redis
 
-from shared import keys
-from shared.embedded_redis import EmbeddedRedis, start_redis
-from shared.killswitch import KillSwitches, parse_active_for
-from shared.ledger import Ledger, SpendSettings, Window, scopes_for
+from fleetline.shared import keys
+from fleetline.shared.embedded_redis import EmbeddedRedis, start_redis
+from fleetline.shared.killswitch import KillSwitches, parse_active_for
+from fleetline.shared.ledger import Ledger, SpendSettings, Window, scopes_for
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import redis
 
-from shared import keys
-from shared.ledger import (
+from fleetline.shared import keys
+from fleetline.shared.ledger import (
     Ledger,
     Scope,
     SpendSettings,

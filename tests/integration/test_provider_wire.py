@@ -18,18 +18,18 @@ from typing import Any
 
 import pytest
 
-from shared.errors import (
+from fleetline.shared.errors import (
     ModelAuthError,
     ModelBadRequest,
     ModelTimeout,
     ProviderServerError,
     RateLimited,
 )
-from shared.models.anthropic_client import AnthropicClient
-from shared.models.base import ModelClient, ModelRequest
-from shared.models.http_errors import parse_retry_after
-from shared.models.openai_client import OpenAIClient
-from shared.names import WorkerType
+from fleetline.shared.models.anthropic_client import AnthropicClient
+from fleetline.shared.models.base import ModelClient, ModelRequest
+from fleetline.shared.models.http_errors import parse_retry_after
+from fleetline.shared.models.openai_client import OpenAIClient
+from fleetline.shared.names import WorkerType
 
 pytestmark = pytest.mark.integration
 

@@ -8,11 +8,11 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from producer.submit import Producer
-from shared.errors import ConcurrencyError, SpecError
-from shared.redis_client import make_redis
-from shared.settings import load_settings
-from shared.state import StateStore
+from fleetline.producer.submit import Producer
+from fleetline.shared.errors import ConcurrencyError, SpecError
+from fleetline.shared.redis_client import make_redis
+from fleetline.shared.settings import load_settings
+from fleetline.shared.state import StateStore
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from celery.schedules import crontab
 
-from beat.batches import (
+from fleetline.beat.batches import (
     BatchRun,
     BatchSettings,
     BatchSummary,
@@ -23,13 +23,13 @@ from beat.batches import (
     load_jobs,
     slot_id,
 )
-from beat.killswitch_task import paused_queues, queues_for
-from beat.schedule import build_schedule
-from shared.errors import ConfigError
-from shared.killswitch import SwitchState
-from shared.ledger import Window
-from shared.names import TASK_BATCH_RUN, TASK_KILLSWITCH_CHECK
-from shared.settings import FleetlineSettings, load_settings
+from fleetline.beat.killswitch_task import paused_queues, queues_for
+from fleetline.beat.schedule import build_schedule
+from fleetline.shared.errors import ConfigError
+from fleetline.shared.killswitch import SwitchState
+from fleetline.shared.ledger import Window
+from fleetline.shared.names import TASK_BATCH_RUN, TASK_KILLSWITCH_CHECK
+from fleetline.shared.settings import FleetlineSettings, load_settings
 
 
 def ts(*args: int) -> float:

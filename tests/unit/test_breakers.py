@@ -10,7 +10,7 @@ import pytest
 import redis
 from pydantic import ValidationError
 
-from shared.breakers import (
+from fleetline.shared.breakers import (
     BreakerOpen,
     BreakerSettings,
     BreakerState,
@@ -23,7 +23,7 @@ from shared.breakers import (
     breaker_name,
     check_name,
 )
-from shared.breakers.model import (
+from fleetline.shared.breakers.model import (
     build_snapshot,
     derive_state,
     parse_permit,
@@ -31,7 +31,7 @@ from shared.breakers.model import (
     trips,
     window_counts,
 )
-from shared.errors import ModelBadRequest, ProviderServerError
+from fleetline.shared.errors import ModelBadRequest, ProviderServerError
 
 NAME = "extraction:sim-small"
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from producer.cli import app
-from shared.embedded_redis import free_port
+from fleetline.producer.cli import app
+from fleetline.shared.embedded_redis import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "ops" / "samples" / "research_brief.json"
@@ -141,8 +141,8 @@ def test_reading_a_job_with_redis_down_exits_4(
 
 
 def test_bundled_sample_is_a_valid_spec() -> None:
-    from producer.submit import parse_spec
-    from shared.settings import FleetlineSettings
+    from fleetline.producer.submit import parse_spec
+    from fleetline.shared.settings import FleetlineSettings
 
     spec, plan = parse_spec(json.loads(SAMPLE.read_text()), FleetlineSettings())
 
@@ -164,7 +164,7 @@ def test_bundled_sample_is_a_valid_spec() -> None:
     ],
 )
 def test_exit_code_follows_the_job_status(status: str, code: int) -> None:
-    from producer.cli_jobs import exit_code
-    from shared.schemas import JobStatus
+    from fleetline.producer.cli_jobs import exit_code
+    from fleetline.shared.schemas import JobStatus
 
     assert exit_code(JobStatus(status)) == code

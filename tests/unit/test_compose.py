@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from shared.names import WorkerType
+from fleetline.shared.names import WorkerType
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from producer.decomposers import DECOMPOSERS, Plan
-from producer.decomposers.research_brief import ANALYSIS_GROUP_SIZE
-from shared.errors import SpecError
-from shared.names import Tier, WorkerType
-from shared.settings import FleetlineSettings, LimitsSettings
+from fleetline.producer.decomposers import DECOMPOSERS, Plan
+from fleetline.producer.decomposers.research_brief import ANALYSIS_GROUP_SIZE
+from fleetline.shared.errors import SpecError
+from fleetline.shared.names import Tier, WorkerType
+from fleetline.shared.settings import FleetlineSettings, LimitsSettings
 
 QUESTION = "How did chip makers' revenue change last year?"
 

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from shared import keys
-from shared.cache import Hit, Lease, Wait, cache_key, normalise_input, parse_lookup
-from shared.killswitch import applicable_keys, check_scope
-from shared.ledger import (
+from fleetline.shared import keys
+from fleetline.shared.cache import Hit, Lease, Wait, cache_key, normalise_input, parse_lookup
+from fleetline.shared.killswitch import applicable_keys, check_scope
+from fleetline.shared.ledger import (
     Scope,
     ScopeKind,
     SpendSettings,

@@ -18,7 +18,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from shared.errors import (
+from fleetline.shared.errors import (
     ModelAuthError,
     ModelBadRequest,
     ModelError,
@@ -27,18 +27,18 @@ from shared.errors import (
     ProviderServerError,
     RateLimited,
 )
-from shared.models.base import ModelRequest, ModelResponse
-from shared.models.prices import call_cost_usd
-from shared.models.sim import SimClient
-from shared.names import Tier, WorkerType
-from shared.outputs import AnalysisOutput, ExtractionOutput
-from shared.schemas import OutcomeStatus, SubtaskOutcome, SubtaskPayload, SubtaskSpec
-from shared.settings import FleetlineSettings, ModelSpec, RedisSettings, SimSettings
-from workers.guards import DeadlineGuard
-from workers.pipeline import Attempt, SubtaskRun
-from workers.registry import SPECIALISTS
-from workers.runtime import WorkerRuntime
-from workers.task import drive
+from fleetline.shared.models.base import ModelRequest, ModelResponse
+from fleetline.shared.models.prices import call_cost_usd
+from fleetline.shared.models.sim import SimClient
+from fleetline.shared.names import Tier, WorkerType
+from fleetline.shared.outputs import AnalysisOutput, ExtractionOutput
+from fleetline.shared.schemas import OutcomeStatus, SubtaskOutcome, SubtaskPayload, SubtaskSpec
+from fleetline.shared.settings import FleetlineSettings, ModelSpec, RedisSettings, SimSettings
+from fleetline.workers.guards import DeadlineGuard
+from fleetline.workers.pipeline import Attempt, SubtaskRun
+from fleetline.workers.registry import SPECIALISTS
+from fleetline.workers.runtime import WorkerRuntime
+from fleetline.workers.task import drive
 
 QUESTION = "How did Acme's revenue change in 2023?"
 DOCUMENT = "Acme Corp reported revenue of $4.2 million in 2023, up 12% on the year before."

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from shared.errors import (
+from fleetline.shared.errors import (
     ModelConnectionError,
     ModelTimeout,
     ProviderServerError,
     RateLimited,
     RetryableModelError,
 )
-from shared.names import Tier
-from shared.settings import WorkerTypeSettings
-from workers.retry import retry_delay_s
+from fleetline.shared.names import Tier
+from fleetline.shared.settings import WorkerTypeSettings
+from fleetline.workers.retry import retry_delay_s
 
 POLICY = WorkerTypeSettings(tier=Tier.CHEAP, retry_backoff_s=0.5, retry_backoff_max_s=30.0)
 DRAWS = 200

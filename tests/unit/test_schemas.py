@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from shared.names import Tier, WorkerType
-from shared.schemas import (
+from fleetline.shared.names import Tier, WorkerType
+from fleetline.shared.schemas import (
     JobSpec,
     JobStatus,
     OutcomeStatus,

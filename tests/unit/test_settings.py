@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from shared.errors import ConfigError
-from shared.names import Tier, WorkerType
-from shared.settings import (
+from fleetline.shared.errors import ConfigError
+from fleetline.shared.names import Tier, WorkerType
+from fleetline.shared.settings import (
     FleetlineSettings,
     WorkerTypeSettings,
     get_settings,

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from shared.errors import ConfigError, ModelTimeout, RetryableModelError
-from shared.models.base import ModelRequest
-from shared.models.factory import api_model_for, build_client
-from shared.models.sim import SimClient
-from shared.names import WorkerType
-from shared.outputs import (
+from fleetline.shared.errors import ConfigError, ModelTimeout, RetryableModelError
+from fleetline.shared.models.base import ModelRequest
+from fleetline.shared.models.factory import api_model_for, build_client
+from fleetline.shared.models.sim import SimClient
+from fleetline.shared.names import WorkerType
+from fleetline.shared.outputs import (
     CLASSIFICATION_LABELS,
     OUTPUT_SCHEMAS,
     AnalysisOutput,
@@ -24,7 +24,7 @@ from shared.outputs import (
     ExtractionOutput,
     SynthesisOutput,
 )
-from shared.settings import FleetlineSettings, ProviderSettings, SimSettings
+from fleetline.shared.settings import FleetlineSettings, ProviderSettings, SimSettings
 
 FINANCE = (
     "Acme Corp reported revenue of $4.2 million in 2023, up 12% from the prior year. "
@@ -208,7 +208,7 @@ def test_call_log_gets_one_line_per_call(tmp_path: Path) -> None:
 
 
 def test_every_label_has_keywords() -> None:
-    from shared.models.sim import _KEYWORDS
+    from fleetline.shared.models.sim import _KEYWORDS
 
     assert set(_KEYWORDS) | {"other"} == set(CLASSIFICATION_LABELS)
 

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from shared.settings import FleetlineSettings
-from shared.tracing import FILTERED, init_sentry, scrub, scrub_event, sensitive
+from fleetline.shared.settings import FleetlineSettings
+from fleetline.shared.tracing import FILTERED, init_sentry, scrub, scrub_event, sensitive
 
 DOCUMENT = "Acme Corp's confidential merger memo"
 

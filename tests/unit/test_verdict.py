@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from shared.names import WorkerType
-from shared.schemas import JobStatus, OutcomeStatus, SubtaskOutcome
-from workers.verdict import assemble, findings_text, judge
+from fleetline.shared.names import WorkerType
+from fleetline.shared.schemas import JobStatus, OutcomeStatus, SubtaskOutcome
+from fleetline.workers.verdict import assemble, findings_text, judge
 
 OK = OutcomeStatus.OK
 

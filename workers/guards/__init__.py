@@ -5,13 +5,13 @@ Redis work into one shared batch, so all of them together cost one round trip be
 call and one after it.
 """
 
-from workers.guards.base import Check, Guard, Reroute
-from workers.guards.breaker import BreakerGuard
-from workers.guards.budget import BudgetGuard
-from workers.guards.cache import CacheGuard
-from workers.guards.crash import CrashGuard
-from workers.guards.deadline import DeadlineGuard
-from workers.guards.killswitch import KillSwitchGuard
+from fleetline.workers.guards.base import Check, Guard, Reroute
+from fleetline.workers.guards.breaker import BreakerGuard
+from fleetline.workers.guards.budget import BudgetGuard
+from fleetline.workers.guards.cache import CacheGuard
+from fleetline.workers.guards.crash import CrashGuard
+from fleetline.workers.guards.deadline import DeadlineGuard
+from fleetline.workers.guards.killswitch import KillSwitchGuard
 
 __all__ = [
     "BreakerGuard",

@@ -6,11 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from shared.batch import Batch
-from shared.schemas import SubtaskOutcome
+from fleetline.shared.batch import Batch
+from fleetline.shared.schemas import SubtaskOutcome
 
 if TYPE_CHECKING:
-    from workers.pipeline import SubtaskRun
+    from fleetline.workers.pipeline import SubtaskRun
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from shared.batch import Batch
-from shared.breakers import Permit, Result, breaker_name
-from shared.errors import RetryableModelError
-from shared.schemas import OutcomeStatus, SubtaskOutcome
-from workers.guards.base import Check, Reroute
+from fleetline.shared.batch import Batch
+from fleetline.shared.breakers import Permit, Result, breaker_name
+from fleetline.shared.errors import RetryableModelError
+from fleetline.shared.schemas import OutcomeStatus, SubtaskOutcome
+from fleetline.workers.guards.base import Check, Reroute
 
 if TYPE_CHECKING:
-    from workers.pipeline import SubtaskRun
+    from fleetline.workers.pipeline import SubtaskRun
 
 # Error categories that are the provider's fault: these open breakers.
 PROVIDER_FAILURES = frozenset({"rate_limited", "server_error", "timeout", "connection_error"})

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from shared.batch import Batch
-from shared.ledger import Scope, parse_reserve
-from shared.models.base import render_messages
-from shared.models.prices import call_cost_usd, estimate_tokens, worst_case_cost_usd
-from shared.schemas import OutcomeStatus, SubtaskOutcome
-from workers.guards.base import Check, Reroute
+from fleetline.shared.batch import Batch
+from fleetline.shared.ledger import Scope, parse_reserve
+from fleetline.shared.models.base import render_messages
+from fleetline.shared.models.prices import call_cost_usd, estimate_tokens, worst_case_cost_usd
+from fleetline.shared.schemas import OutcomeStatus, SubtaskOutcome
+from fleetline.workers.guards.base import Check, Reroute
 
 if TYPE_CHECKING:
-    from workers.pipeline import SubtaskRun
+    from fleetline.workers.pipeline import SubtaskRun
 
 
 class BudgetGuard:

@@ -10,13 +10,13 @@ import hashlib
 import time
 from typing import TYPE_CHECKING, Any
 
-from shared.batch import Batch
-from shared.cache import Hit, Lease, cache_key, parse_lookup
-from shared.schemas import OutcomeStatus, SubtaskOutcome
-from workers.guards.base import Check
+from fleetline.shared.batch import Batch
+from fleetline.shared.cache import Hit, Lease, cache_key, parse_lookup
+from fleetline.shared.schemas import OutcomeStatus, SubtaskOutcome
+from fleetline.workers.guards.base import Check
 
 if TYPE_CHECKING:
-    from workers.pipeline import SubtaskRun
+    from fleetline.workers.pipeline import SubtaskRun
 
 
 class CacheGuard:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from shared import keys
-from shared.batch import Batch
-from shared.schemas import OutcomeStatus, SubtaskOutcome
-from workers.guards.base import Check
+from fleetline.shared import keys
+from fleetline.shared.batch import Batch
+from fleetline.shared.schemas import OutcomeStatus, SubtaskOutcome
+from fleetline.workers.guards.base import Check
 
 if TYPE_CHECKING:
-    from workers.pipeline import SubtaskRun
+    from fleetline.workers.pipeline import SubtaskRun
 
 log = logging.getLogger(__name__)
 

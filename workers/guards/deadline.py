@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from shared.batch import Batch
-from shared.schemas import OutcomeStatus, SubtaskOutcome
-from workers.guards.base import Check
+from fleetline.shared.batch import Batch
+from fleetline.shared.schemas import OutcomeStatus, SubtaskOutcome
+from fleetline.workers.guards.base import Check
 
 if TYPE_CHECKING:
-    from workers.pipeline import SubtaskRun
+    from fleetline.workers.pipeline import SubtaskRun
 
 
 class DeadlineGuard:

@@ -1,0 +1,1 @@
+"""Example fleets built on the public API."""
