@@ -5,18 +5,17 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from fleetline.beat.batches import batch_settings, cron_schedule
-from fleetline.beat.killswitch_task import killswitch_settings
-from fleetline.shared.names import TASK_BATCH_RUN, TASK_KILLSWITCH_CHECK, TASK_REAP_DEADLINES
+from fleetline.shared.names import TASK_KILLSWITCH_CHECK, TASK_REAP_DEADLINES, TASK_SCHEDULED_RUN
+from fleetline.shared.scheduled import cron_schedule
 from fleetline.shared.settings import FleetlineSettings
 
 
 def build_schedule(settings: FleetlineSettings) -> dict[str, dict[str, Any]]:
     """Every periodic task the fleet runs, keyed by entry name.
 
-    Raises ConfigError naming the batch run whose cron expression is invalid.
+    Raises ConfigError naming the scheduled run whose cron expression is invalid.
     """
-    check_s = killswitch_settings(settings).interval_s
+    check_s = settings.killswitch.interval_s
     schedule: dict[str, dict[str, Any]] = {
         "reap-deadlines": {
             "task": TASK_REAP_DEADLINES,
@@ -31,9 +30,9 @@ def build_schedule(settings: FleetlineSettings) -> dict[str, dict[str, Any]]:
             "options": {"expires": max(1.0, check_s * 2)},
         },
     }
-    for name, run in batch_settings(settings).runs.items():
-        schedule[f"batch-{name}"] = {
-            "task": TASK_BATCH_RUN,
+    for name, run in settings.schedule.runs.items():
+        schedule[f"schedule-{name}"] = {
+            "task": TASK_SCHEDULED_RUN,
             "schedule": cron_schedule(run.cron, name),
             "args": (name,),
         }

@@ -10,17 +10,23 @@ import json
 import logging
 
 from fleetline.shared.errors import JobNotFound
+from fleetline.shared.fleet import FleetDefinition
 from fleetline.shared.schemas import JobStatus
 from fleetline.shared.state import StateStore
-from fleetline.workers.verdict import assemble, judge
+from fleetline.shared.verdict import assemble, judge
 
 log = logging.getLogger(__name__)
 
 ACTOR = "watchdog"
 
 
-def finalise_overdue(store: StateStore, now: float, grace_s: float = 0.0) -> list[str]:
-    """Finalise every job whose deadline (plus grace) has passed; return their ids."""
+def finalise_overdue(
+    store: StateStore, fleet: FleetDefinition, now: float, grace_s: float = 0.0
+) -> list[str]:
+    """Finalise every job whose deadline (plus grace) has passed; return their ids.
+
+    A job's result is assembled with its kind's `collect` (from `fleet`).
+    """
     finalised = []
     for job_id in store.overdue(now - grace_s):
         try:
@@ -35,9 +41,10 @@ def finalise_overdue(store: StateStore, now: float, grace_s: float = 0.0) -> lis
         if not outcomes:
             status = JobStatus.TIMED_OUT
         elif status is JobStatus.SUCCEEDED:
-            # Every agent answered, but the brief was never written: not a full success.
+            # Every step answered, but the then-step never did: not a full success.
             status = JobStatus.DEGRADED
-        result = {**assemble(outcomes, expected), "brief": None}
+        job = fleet.jobs.get(record.get("kind", ""))
+        result = {**assemble(outcomes, expected, job.collect if job else None), "answer": None}
         if store.finalize(job_id, status, completeness, result, ACTOR, reason="deadline"):
             log.warning(
                 "job %s finalised at its deadline: %s, %d of %d subtasks",

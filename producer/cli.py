@@ -7,6 +7,7 @@ end or a `--wait` that timed out, 2 bad input or settings, 3 a kill switch refus
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -16,7 +17,16 @@ import typer
 
 from fleetline.producer import cli_render as render
 from fleetline.producer.cli_breakers import breakers_app
-from fleetline.producer.cli_jobs import Exit, exit_code, exit_codes, open_store, read_spec, watch
+from fleetline.producer.cli_jobs import (
+    AppOption,
+    Exit,
+    cli_settings,
+    exit_code,
+    exit_codes,
+    open_store,
+    read_spec,
+    watch,
+)
 from fleetline.producer.cli_local import (
     child_env,
     local_redis,
@@ -26,8 +36,10 @@ from fleetline.producer.cli_local import (
 )
 from fleetline.producer.cli_ops import register as register_ops
 from fleetline.producer.submit import Producer, parse_spec
+from fleetline.producer.supervisor import worker_command
+from fleetline.shared.errors import ConfigError
 from fleetline.shared.schemas import JobResult
-from fleetline.shared.settings import FleetlineSettings, get_settings
+from fleetline.shared.settings import FleetlineSettings
 
 app = typer.Typer(
     name="fleetline",
@@ -51,21 +63,25 @@ def up(
     log_dir: Annotated[
         str | None, typer.Option("--log-dir", help="Write each process's log to DIR/<name>.log.")
     ] = None,
+    app_ref: AppOption = None,
 ) -> None:
-    """Run the fleet here: one worker per worker type, plus beat, until Ctrl-C or SIGTERM.
+    """Run the fleet here: one worker per agent and tool, plus beat, until Ctrl-C or SIGTERM.
 
-    Without FLEETLINE_REDIS_URL an embedded Redis is started (and stopped at the end).
+    Without FLEETLINE_REDIS_URL an embedded Redis is started (and stopped at the end);
+    other `fleetline` commands run in this directory find it.
     """
     with exit_codes():
-        settings = get_settings()
+        settings = cli_settings(app_ref, find_redis=False)
         try:
             with sigterm_as_interrupt(), local_redis(settings) as (settings, started):
                 if started:
-                    render.notice(f"embedded Redis at [bold]{started}[/]; in other shells:")
-                    render.notice(f"  export FLEETLINE_REDIS_URL={started}")
+                    render.notice(f"embedded Redis at [bold]{started}[/]")
                 with running_fleet(settings, child_env(settings), log_dir) as fleet:
-                    for wt, policy in settings.workers.items():
-                        render.notice(f"{wt.value}: {policy.pool} x {policy.concurrency}")
+                    render.notice(
+                        f"fleet [bold]{settings.fleet.name}[/] ({settings.app or 'example'})"
+                    )
+                    for name, policy in settings.policies.items():
+                        render.notice(f"{name}: {policy.pool} x {policy.concurrency}")
                     wait_ready(settings)
                     render.notice("[green]fleet ready[/]; Ctrl-C stops it")
                     restarts: dict[str, int] = {}
@@ -76,6 +92,39 @@ def up(
                             render.notice(f"[yellow]restarted:[/] {restarts}")
         except KeyboardInterrupt:
             render.notice("fleet stopped")
+
+
+@app.command()
+def worker(
+    agents: Annotated[
+        str,
+        typer.Option(
+            "--agents",
+            help="Comma-separated agents and tools whose queues this worker consumes "
+            "(default: all of the fleet's).",
+            show_default=False,
+        ),
+    ] = "",
+    app_ref: AppOption = None,
+) -> None:
+    """Run one worker process for the named agents and tools (what a container runs).
+
+    It also consumes the fleet's housekeeping queue. The process becomes the Celery
+    worker, so SIGTERM is its warm shutdown.
+    """
+    with exit_codes():
+        settings = cli_settings(app_ref)
+        known = settings.fleet.worker_types
+        names = [n.strip() for n in agents.split(",") if n.strip()] or list(known)
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ConfigError(
+                f"--agents: fleet {settings.fleet.name} has no agent or tool "
+                f"{', '.join(map(repr, unknown))} (known: {', '.join(sorted(known))})"
+            )
+        command = worker_command(settings, names)
+        env = child_env(settings)
+    os.execve(command[0], command, env)
 
 
 @app.command()
@@ -91,10 +140,11 @@ def submit(
             help="With --wait: give up after S seconds (default: deadline + 30 s).",
         ),
     ] = None,
+    app_ref: AppOption = None,
 ) -> None:
     """Submit a job spec; print its id, or with --wait its result."""
     with exit_codes():
-        settings = get_settings()
+        settings = cli_settings(app_ref)
         raw = read_spec(spec_file)
         # Bad input is refused before anything needs Redis.
         parse_spec(raw, settings)
@@ -114,10 +164,10 @@ def submit(
 
 
 @app.command()
-def status(job_id: JobArg, as_json: JsonFlag = False) -> None:
+def status(job_id: JobArg, as_json: JsonFlag = False, app_ref: AppOption = None) -> None:
     """A job's status, completeness and cost."""
     with exit_codes():
-        job = open_store(get_settings()).get(job_id)
+        job = open_store(cli_settings(app_ref)).get(job_id)
     if as_json:
         render.print_json(job.model_dump_json())
     else:
@@ -126,18 +176,18 @@ def status(job_id: JobArg, as_json: JsonFlag = False) -> None:
 
 
 @app.command()
-def result(job_id: JobArg, as_json: JsonFlag = False) -> None:
-    """A job's brief, per-subtask table, total cost and completeness."""
+def result(job_id: JobArg, as_json: JsonFlag = False, app_ref: AppOption = None) -> None:
+    """A job's answer, per-step table, total cost and completeness."""
     with exit_codes():
-        job = open_store(get_settings()).get(job_id)
+        job = open_store(cli_settings(app_ref)).get(job_id)
     _finish(job, job_id, as_json)
 
 
 @app.command()
-def audit(job_id: JobArg, as_json: JsonFlag = False) -> None:
+def audit(job_id: JobArg, as_json: JsonFlag = False, app_ref: AppOption = None) -> None:
     """Every state change of a job: time, actor, action, version, details."""
     with exit_codes():
-        store = open_store(get_settings())
+        store = open_store(cli_settings(app_ref))
         store.raw(job_id)  # JobNotFound for an unknown id, not an empty trail
         entries = store.audit(job_id)
     if as_json:
@@ -151,10 +201,11 @@ def demo(
     spec_file: Annotated[
         Path | None, typer.Option("--spec", help=f"Job spec (default: {SAMPLE}).")
     ] = None,
+    app_ref: AppOption = None,
 ) -> None:
     """The whole tour on this machine: Redis, fleet, a research brief, its result and trace."""
     with exit_codes():
-        settings = get_settings()
+        settings = cli_settings(app_ref, find_redis=False)
         raw = read_spec(str(spec_file or _sample()))
         parse_spec(raw, settings)
         extra: dict[str, str] = {}
@@ -210,7 +261,7 @@ def _finish(
     raise typer.Exit(exit_code(job.status))
 
 
-# killswitch, spend, batch and dlq: the operator commands, listed after the job commands.
+# killswitch, spend, schedule and dlq: the operator commands, listed after the job commands.
 register_ops(app)
 app.add_typer(breakers_app)
 

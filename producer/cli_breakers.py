@@ -10,10 +10,10 @@ import typer
 from rich.table import Table
 
 from fleetline.producer import cli_render as render
-from fleetline.producer.cli_jobs import exit_codes
+from fleetline.producer.cli_jobs import AppOption, cli_settings, exit_codes
 from fleetline.shared.breakers import BreakerSnapshot, BreakerState, RedisBreakers, breaker_redis
 from fleetline.shared.celery_app import redis_url
-from fleetline.shared.settings import FleetlineSettings, get_settings
+from fleetline.shared.settings import FleetlineSettings
 
 breakers_app = typer.Typer(
     name="breakers",
@@ -35,12 +35,12 @@ def _row(snap: BreakerSnapshot) -> dict[str, object]:
 
 
 @breakers_app.callback()
-def breakers(ctx: typer.Context, as_json: Json = False) -> None:
+def breakers(ctx: typer.Context, as_json: Json = False, app_ref: AppOption = None) -> None:
     """Each breaker's state, failures in its window, and time until half-open."""
     if ctx.invoked_subcommand is not None:
         return
     with exit_codes():
-        snapshots = _breakers(get_settings()).list_breakers()
+        snapshots = _breakers(cli_settings(app_ref)).list_breakers()
     if as_json:
         render.print_json(json.dumps([_row(s) for s in snapshots]))
         return
@@ -69,11 +69,13 @@ def breakers(ctx: typer.Context, as_json: Json = False) -> None:
 
 
 @breakers_app.command()
-def reset(name: Annotated[str, typer.Argument(help="e.g. analysis:sim-large")]) -> None:
+def reset(
+    name: Annotated[str, typer.Argument(help="e.g. analysis:sim-large")], app_ref: AppOption = None
+) -> None:
     """Close a breaker and empty its window."""
     with exit_codes():
         try:
-            before = _breakers(get_settings()).reset(name)
+            before = _breakers(cli_settings(app_ref)).reset(name)
         except ValueError as exc:
             render.error(str(exc))
             raise typer.Exit(2) from None

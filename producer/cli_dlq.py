@@ -16,12 +16,12 @@ from rich.table import Table
 from rich.text import Text
 
 from fleetline.producer import cli_render as render
-from fleetline.producer.cli_jobs import Exit, exit_codes
+from fleetline.producer.cli_jobs import AppOption, Exit, cli_settings, exit_codes
 from fleetline.producer.cli_ops import open_redis, utc
 from fleetline.producer.replay import replay
 from fleetline.shared.celery_app import make_celery
 from fleetline.shared.deadletters import DeadLetter, DeadLetterStore
-from fleetline.shared.settings import FleetlineSettings, get_settings
+from fleetline.shared.settings import FleetlineSettings
 
 dlq_app = typer.Typer(
     name="dlq", help="Dead letters: messages the fleet could not run.", no_args_is_help=True
@@ -53,10 +53,11 @@ def _valid_id(entry_id: str) -> bool:
 def dlq_list(
     limit: Annotated[int, typer.Option("--limit", min=1, help="Newest N letters.")] = 100,
     as_json: Json = False,
+    app_ref: AppOption = None,
 ) -> None:
     """The newest dead letters: when, why, which task and queue."""
     with exit_codes():
-        store = _store(get_settings())
+        store = _store(cli_settings(app_ref))
         letters, total = store.list(limit), store.count()
     if as_json:
         render.print_json(json.dumps([letter.as_dict() for letter in letters]))
@@ -80,10 +81,10 @@ def dlq_list(
 
 
 @dlq_app.command("show")
-def dlq_show(entry_id: IdArg, as_json: Json = False) -> None:
+def dlq_show(entry_id: IdArg, as_json: Json = False, app_ref: AppOption = None) -> None:
     """One dead letter in full: its reason, and the message as it was."""
     with exit_codes():
-        letter = _find(_store(get_settings()), entry_id)
+        letter = _find(_store(cli_settings(app_ref)), entry_id)
     if as_json:
         render.print_json(json.dumps(letter.as_dict()))
         return
@@ -126,10 +127,11 @@ def dlq_replay(
         bool, typer.Option("--keep", help="Keep the letter (default: delete it once sent).")
     ] = False,
     as_json: Json = False,
+    app_ref: AppOption = None,
 ) -> None:
     """Put a dead letter back on its queue; it dead-letters again if it still cannot run."""
     with exit_codes():
-        settings = get_settings()
+        settings = cli_settings(app_ref)
         store = _store(settings)
         letter = _find(store, entry_id)
         app = make_celery(settings, send_only=True)
@@ -151,10 +153,11 @@ def dlq_replay(
 def dlq_purge(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     as_json: Json = False,
+    app_ref: AppOption = None,
 ) -> None:
     """Delete every dead letter."""
     with exit_codes():
-        store = _store(get_settings())
+        store = _store(cli_settings(app_ref))
         if not yes:
             typer.confirm(f"delete all {store.count()} dead letters?", abort=True, err=True)
         purged = store.purge()

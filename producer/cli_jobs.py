@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import IntEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from kombu.exceptions import OperationalError
@@ -24,6 +24,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from fleetline.producer.cli_local import embedded_redis_url, with_redis_url
 from fleetline.producer.cli_render import err, error
 from fleetline.shared.errors import (
     ConfigError,
@@ -35,13 +36,40 @@ from fleetline.shared.errors import (
 )
 from fleetline.shared.redis_client import make_redis
 from fleetline.shared.schemas import JobResult, JobStatus
-from fleetline.shared.settings import FleetlineSettings
+from fleetline.shared.settings import FleetlineSettings, load_settings
 from fleetline.shared.state import StateStore
 
-# How often --wait reads the job record; never AsyncResult.get() (DESIGN.md).
+# How often --wait reads the job record; never AsyncResult.get(), which grows
+# super-linearly with the size of a chord.
 POLL_S = 0.2
 # Without --timeout, --wait gives the watchdog this long past the job's deadline.
 WAIT_GRACE_S = 30.0
+
+
+AppOption = Annotated[
+    str | None,
+    typer.Option(
+        "--app",
+        "-A",
+        metavar="MODULE:ATTR",
+        help="The fleet (default: FLEETLINE_APP, else the example fleet).",
+        show_default=False,
+    ),
+]
+
+
+def cli_settings(app_ref: str | None, *, find_redis: bool = True) -> FleetlineSettings:
+    """A command's settings, bound to its fleet.
+
+    Without FLEETLINE_REDIS_URL, and with `find_redis`, they point at the embedded Redis
+    that a `fleetline up` in this directory started.
+    """
+    settings = load_settings(app_ref)
+    if find_redis and settings.redis.url is None:
+        url = embedded_redis_url(settings)
+        if url is not None:
+            settings = with_redis_url(settings, url)
+    return settings
 
 
 class Exit(IntEnum):

@@ -15,11 +15,10 @@ from pathlib import Path
 from types import FrameType
 
 from fleetline.producer.cli_render import notice
-from fleetline.producer.fleet import Fleet
+from fleetline.producer.supervisor import Supervisor
 from fleetline.shared.celery_app import make_celery
 from fleetline.shared.embedded_redis import start_redis
 from fleetline.shared.errors import FleetlineError
-from fleetline.shared.names import WorkerType
 from fleetline.shared.redis_client import make_redis
 from fleetline.shared.settings import FleetlineSettings
 
@@ -61,11 +60,39 @@ def local_redis(
         yield settings, None
         return
     # Absolute: redis-server changes into --dir before it opens its --logfile inside it.
-    server = start_redis(Path(workdir or settings.redis.embedded_dir).resolve())
+    where = Path(workdir or settings.redis.embedded_dir).resolve()
+    server = start_redis(where)
+    # Other commands run in this directory find it there (its port changes every start).
+    note = where / URL_FILE
+    note.write_text(server.url + "\n")
     try:
         yield with_redis_url(settings, server.url), server.url
     finally:
+        if note.exists() and note.read_text().strip() == server.url:
+            note.unlink()
         server.stop()
+
+
+# The file in the embedded Redis's folder that holds its URL while it runs.
+URL_FILE = "url"
+
+
+def embedded_redis_url(settings: FleetlineSettings) -> str | None:
+    """The URL of the embedded Redis a `fleetline up` in this directory started, if it
+    still answers."""
+    note = Path(settings.redis.embedded_dir).resolve() / URL_FILE
+    try:
+        url = note.read_text().strip()
+    except OSError:
+        return None
+    client = make_redis(with_redis_url(settings, url), timeout_s=0.5)
+    try:
+        client.ping()
+    except Exception:
+        return None  # a stale note: that server is gone
+    finally:
+        client.close()
+    return url
 
 
 def child_env(
@@ -75,17 +102,19 @@ def child_env(
     env = {**os.environ, **(extra or {})}
     if settings.redis.url:
         env["FLEETLINE_REDIS_URL"] = settings.redis.url
+    if settings.app:
+        env["FLEETLINE_APP"] = settings.app
     return env
 
 
 @contextmanager
 def running_fleet(
     settings: FleetlineSettings, env: Mapping[str, str], log_dir: str | None = None
-) -> Iterator[Fleet]:
-    """Start every worker type and beat; stop them all when the block ends."""
+) -> Iterator[Supervisor]:
+    """Start a worker per agent and tool, and beat; stop them all when the block ends."""
     if log_dir:
         Path(log_dir).mkdir(parents=True, exist_ok=True)
-    fleet = Fleet()
+    fleet = Supervisor()
     try:
         fleet.start(settings, env, log_dir=log_dir)
         yield fleet
@@ -100,13 +129,13 @@ def running_fleet(
 
 
 def wait_ready(settings: FleetlineSettings, timeout_s: float = 60.0) -> None:
-    """Until every worker type of this process's fleet answers a ping.
+    """Until the worker of every agent and tool of this process's fleet answers a ping.
 
     Raises FleetlineError when they do not within `timeout_s`.
     """
     app = make_celery(settings, send_only=True)
-    # Fleet names its workers `<type>-<our pid>@host`: other fleets on this Redis don't count.
-    wanted = {f"{wt.value}-{os.getpid()}@" for wt in WorkerType}
+    # Supervisor names workers `<name>-<our pid>@host`: other fleets on this Redis don't count.
+    wanted = {f"{name}-{os.getpid()}@" for name in settings.fleet.worker_types}
     deadline = time.monotonic() + timeout_s
     try:
         while True:
@@ -116,7 +145,7 @@ def wait_ready(settings: FleetlineSettings, timeout_s: float = 60.0) -> None:
             if not missing:
                 return
             if time.monotonic() > deadline:
-                types = ", ".join(sorted(m.split("-")[0] for m in missing))
+                types = ", ".join(sorted(m.rsplit("-", 1)[0] for m in missing))
                 raise FleetlineError(f"workers not ready after {timeout_s:g}s: {types}")
     finally:
         app.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Annotated
@@ -17,10 +18,9 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from fleetline.beat.killswitch_task import killswitch_settings, read_enforcement
 from fleetline.producer import cli_render as render
-from fleetline.producer.cli_jobs import exit_codes
-from fleetline.shared.killswitch import KillSwitches, SwitchState, check_scope
+from fleetline.producer.cli_jobs import AppOption, cli_settings, exit_codes
+from fleetline.shared.killswitch import KillSwitches, SwitchState, check_scope, read_enforcement
 from fleetline.shared.ledger import (
     Ledger,
     ScopeKind,
@@ -29,9 +29,8 @@ from fleetline.shared.ledger import (
     SpendSettings,
     Window,
 )
-from fleetline.shared.names import WorkerType
 from fleetline.shared.redis_client import make_redis
-from fleetline.shared.settings import FleetlineSettings, get_settings
+from fleetline.shared.settings import FleetlineSettings
 
 killswitch_app = typer.Typer(
     name="killswitch",
@@ -75,10 +74,11 @@ def killswitch_status(
         str | None, typer.Option("--scope", callback=_scope, help="Only this scope.")
     ] = None,
     as_json: Json = False,
+    app_ref: AppOption = None,
 ) -> None:
     """Tripped switches (why, when they reset), paused queues, and the last beat check."""
     with exit_codes():
-        settings = get_settings()
+        settings = cli_settings(app_ref)
         client = open_redis(settings)
         switches = [s for s in KillSwitches(client).status() if scope in (None, s.scope)]
         record = read_enforcement(client)
@@ -111,7 +111,7 @@ def killswitch_status(
     render.out.print(table if switches else "no kill switch is tripped")
     for queue, scopes in record.paused.items():
         render.out.print(f"queue [bold]{queue}[/] paused by {', '.join(scopes)}")
-    interval = killswitch_settings(settings).interval_s
+    interval = settings.killswitch.interval_s
     if record.last_check_at is None:
         render.notice("[yellow]no enforcement check has run yet: is beat running?[/]")
     else:
@@ -128,27 +128,31 @@ def killswitch_trip(
         "tripped by hand"
     ),
     as_json: Json = False,
+    app_ref: AppOption = None,
 ) -> None:
     """Trip a switch until the end of its UTC hour or day (beat then pauses its queues)."""
     with exit_codes():
-        settings = get_settings()
+        settings = cli_settings(app_ref)
         state = KillSwitches(open_redis(settings)).trip(scope, window, reason)
     assert state is not None  # only keep_existing=True returns None
     if as_json:
         render.print_json(json.dumps(_state(state)))
         return
-    interval = killswitch_settings(settings).interval_s
+    interval = settings.killswitch.interval_s
     render.out.print(f"tripped [bold]{scope}[/] ({window.value}) until {utc(state.resets_at)}")
     render.notice(f"beat pauses the queues it covers at its next check (every {interval:g} s)")
 
 
 @killswitch_app.command("reset")
 def killswitch_reset(
-    scope: ScopeOpt = "fleet", window: WindowOpt = Window.DAY, as_json: Json = False
+    scope: ScopeOpt = "fleet",
+    window: WindowOpt = Window.DAY,
+    as_json: Json = False,
+    app_ref: AppOption = None,
 ) -> None:
     """Clear a switch by hand; beat resumes its queues at its next check."""
     with exit_codes():
-        settings = get_settings()
+        settings = cli_settings(app_ref)
         client = open_redis(settings)
         was_tripped = KillSwitches(client).reset(scope, window)
         over = _over_limit(Ledger(client).spend_report(window), settings.spend, scope)
@@ -198,12 +202,13 @@ def spend(
         By, typer.Option("--by", help="Break spend down by worker type (agent), model, ...")
     ] = By.AGENT,
     as_json: Json = False,
+    app_ref: AppOption = None,
 ) -> None:
     """Spent, reserved and saved in the current hour or day, and each limit's headroom."""
     with exit_codes():
-        settings = get_settings()
+        settings = cli_settings(app_ref)
         report = Ledger(open_redis(settings)).spend_report(window)
-    limits = limit_rows(report, settings.spend)
+    limits = limit_rows(report, settings.spend, settings.fleet.agents)
     groups = dict(sorted(report.by(by.value).items()))
     fleet = report.fleet
     if as_json:
@@ -248,8 +253,11 @@ class LimitRow:
         return max(0.0, self.limit_usd - self.spent_usd - self.reserved_usd)
 
 
-def limit_rows(report: SpendReport, limits: SpendSettings) -> list[LimitRow]:
-    """Every configured limit of the report's window, with what is spent and held."""
+def limit_rows(
+    report: SpendReport, limits: SpendSettings, agents: Iterable[str] = ()
+) -> list[LimitRow]:
+    """Every configured limit of the report's window, with what is spent and held
+    (a `*` default is shown for each of `agents` too)."""
     hourly = report.window is Window.HOUR
     tables = {
         ScopeKind.TENANT: limits.tenant_hourly_usd if hourly else limits.tenant_daily_usd,
@@ -264,7 +272,7 @@ def limit_rows(report: SpendReport, limits: SpendSettings) -> list[LimitRow]:
             # The default applies to every name: show the ones that spent, and every type.
             names |= set(report.by("agent" if kind is ScopeKind.WORKER_TYPE else "tenant"))
             if kind is ScopeKind.WORKER_TYPE:
-                names |= {wt.value for wt in WorkerType}
+                names |= set(agents)
         scopes += [f"{kind.value}:{n}" for n in sorted(names)]
     rows = []
     for scope in scopes:
@@ -317,10 +325,10 @@ def _groups_table(groups: dict[str, ScopeSpend], by: By) -> Table:
 
 def register(app: typer.Typer) -> None:
     """Add the operator commands to the `fleetline` app."""
-    from fleetline.producer.cli_batch import batch_app
     from fleetline.producer.cli_dlq import dlq_app
+    from fleetline.producer.cli_schedule import schedule_app
 
     app.add_typer(killswitch_app)
-    app.add_typer(batch_app)
+    app.add_typer(schedule_app)
     app.add_typer(dlq_app)
     app.command("spend")(spend)

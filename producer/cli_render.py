@@ -88,33 +88,39 @@ def summary(job: JobResult) -> Table:
     return grid
 
 
-def brief(job: JobResult) -> RenderableType:
-    """The synthesised brief and its key points, or what the agents found without one."""
+def answer(job: JobResult) -> RenderableType:
+    """The then-step's answer (text as paragraphs, lists as bullets), or a note that there
+    is none, and which steps are missing or unusable."""
     result: dict[str, Any] = job.result or {}
     parts: list[RenderableType] = []
-    text = result.get("brief")
-    if text:
-        parts.append(Text(str(text)))
+    found = result.get("answer")
+    if isinstance(found, dict) and found:
+        for key, value in found.items():
+            if isinstance(value, list):
+                parts.append(Text(key.replace("_", " ").capitalize(), style="bold"))
+                parts.extend(Text(f"• {_plain(v)}") for v in value)
+            else:
+                parts.append(Text(_plain(value)))
+            parts.append(Text(""))
     else:
-        parts.append(Text("No brief was written.", style="italic yellow"))
-    points = result.get("key_points") or ([] if text else result.get("findings") or [])
-    if points:
-        parts.append(Text(""))
-        parts.append(Text("Key points" if text else "Findings", style="bold"))
-        parts.extend(Text(f"• {p}") for p in points)
+        parts.append(Text("No answer was written.", style="italic yellow"))
     for key in ("missing", "unusable"):
         if result.get(key):
             parts.append(Text(f"{key}: {', '.join(map(str, result[key]))}", style="yellow"))
     if "error" in result:
         parts.append(Text(f"error: {result['error']}", style="red"))
-    return Panel(Group(*parts), title="Brief", title_align="left", width=min(out.width, 100))
+    return Panel(Group(*parts), title="Answer", title_align="left", width=min(out.width, 100))
+
+
+def _plain(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def subtask_table(outcomes: list[SubtaskOutcome]) -> Table:
     """One row per subtask: who ran it, on which model, at what cost and how it ended."""
     fit_width()
-    table = Table(title="Subtasks", title_justify="left")
-    for name in ("subtask", "worker type", "model"):
+    table = Table(title="Steps", title_justify="left")
+    for name in ("step", "agent", "model"):
         table.add_column(name)
     for name in ("tokens in", "tokens out", "cost", "latency"):
         table.add_column(name, justify="right")
@@ -127,7 +133,7 @@ def subtask_table(outcomes: list[SubtaskOutcome]) -> Table:
             status.append(f" ({o.error.category})", style="dim")
         table.add_row(
             o.subtask_id,
-            o.worker_type.value,
+            o.worker_type,
             o.model or "-",
             str(o.tokens_in),
             str(o.tokens_out),
@@ -147,10 +153,10 @@ def fit_width() -> None:
 
 
 def show_result(job: JobResult) -> None:
-    """The whole result: summary, brief, per-subtask table and totals."""
+    """The whole result: summary, answer, per-step table and totals."""
     fit_width()
     out.print(summary(job))
-    out.print(brief(job))
+    out.print(answer(job))
     out.print(subtask_table(job.subtasks))
     out.print(
         Text.assemble(

@@ -18,13 +18,14 @@ from celery import Celery, chord
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from fleetline.producer.decomposers import DECOMPOSERS, Plan
+from fleetline.shared import keys
 from fleetline.shared.celery_app import make_celery
 from fleetline.shared.errors import FleetlineError, KillSwitchTripped, SpecError, StoreUnavailable
+from fleetline.shared.fleet import Plan, PlanError, Step, Tool
 from fleetline.shared.killswitch import SwitchState, applicable_keys
-from fleetline.shared.names import SUBTASK_TASK_NAMES, TASK_SYNTHESIS
+from fleetline.shared.names import TASK_FAN_IN
 from fleetline.shared.redis_client import make_redis
-from fleetline.shared.schemas import JobSpec, JobStatus, SubtaskPayload
+from fleetline.shared.schemas import JobSpec, JobStatus, StepKind, SubtaskPayload, SubtaskSpec
 from fleetline.shared.settings import FleetlineSettings
 from fleetline.shared.state import StateStore
 
@@ -40,6 +41,45 @@ class Receipt:
     subtasks: int
 
 
+@dataclass(frozen=True)
+class PlannedJob:
+    """A fan-out plan as the wire carries it: its parallel steps and its then-step."""
+
+    subtasks: list[SubtaskSpec]
+    then: SubtaskSpec
+
+
+def step_spec(step: Step, settings: FleetlineSettings) -> SubtaskSpec:
+    """A plan's step as its worker receives it, with its policy's tier and token limit."""
+    policy = settings.worker(step.worker_type)
+    if isinstance(step.worker, Tool):
+        return SubtaskSpec(
+            id=step.id,
+            worker_type=step.worker_type,
+            kind=StepKind.TOOL,
+            args=step.args,
+            critical=step.critical,
+        )
+    return SubtaskSpec(
+        id=step.id,
+        worker_type=step.worker_type,
+        tier=policy.tier,
+        instruction=step.goal,
+        text=step.text,
+        critical=step.critical,
+        max_output_tokens=policy.max_output_tokens,
+    )
+
+
+def planned(plan: Plan, settings: FleetlineSettings) -> PlannedJob:
+    """The wire form of a plan (a fan_out always has its then-step)."""
+    assert plan.then is not None
+    return PlannedJob(
+        subtasks=[step_spec(s, settings) for s in plan.steps],
+        then=step_spec(plan.then, settings),
+    )
+
+
 def validation_errors(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
     """pydantic errors as (field path, reason) pairs."""
     errors = []
@@ -49,7 +89,9 @@ def validation_errors(exc: ValidationError, prefix: str = "") -> list[tuple[str,
     return errors
 
 
-def parse_spec(raw: JobSpec | dict[str, Any], settings: FleetlineSettings) -> tuple[JobSpec, Plan]:
+def parse_spec(
+    raw: JobSpec | dict[str, Any], settings: FleetlineSettings
+) -> tuple[JobSpec, PlannedJob]:
     """Validate a spec and plan it, or raise SpecError naming every bad field."""
     try:
         spec = raw if isinstance(raw, JobSpec) else JobSpec.model_validate(raw)
@@ -58,9 +100,9 @@ def parse_spec(raw: JobSpec | dict[str, Any], settings: FleetlineSettings) -> tu
     size = len(json.dumps(spec.input))
     if size > settings.limits.max_input_bytes:
         raise SpecError([("input", f"{size} bytes, over {settings.limits.max_input_bytes}")])
-    decomposer = DECOMPOSERS.get(spec.kind)
-    if decomposer is None:
-        known = ", ".join(sorted(DECOMPOSERS))
+    jobs = settings.fleet.jobs
+    if spec.kind not in jobs:
+        known = ", ".join(sorted(jobs))
         raise SpecError([("kind", f"unknown job kind {spec.kind!r} (known: {known})")])
     profile = spec.latency_profile or settings.default_latency_profile
     if profile not in settings.latency_profiles:
@@ -69,10 +111,12 @@ def parse_spec(raw: JobSpec | dict[str, Any], settings: FleetlineSettings) -> tu
     if (spec.deadline_s or 0) > settings.limits.max_deadline_s:
         raise SpecError([("deadline_s", f"at most {settings.limits.max_deadline_s:g} seconds")])
     try:
-        plan = decomposer.decompose(spec.input, settings)
+        plan = settings.fleet.plan(spec.kind, spec.input)
     except ValidationError as exc:
         raise SpecError(validation_errors(exc, "input")) from None
-    return spec, plan
+    except PlanError as exc:
+        raise SpecError([("input", str(exc))]) from None
+    return spec, planned(plan, settings)
 
 
 class Producer:
@@ -82,6 +126,8 @@ class Producer:
         self.settings = settings
         self.store = StateStore(client, settings.limits.finished_ttl_s)
         self.app = app
+        # The then-step queues this process has told the kill switches about.
+        self._fan_in_queues: set[str] = set()
 
     @classmethod
     def from_settings(cls, settings: FleetlineSettings) -> Producer:
@@ -132,7 +178,7 @@ class Producer:
         self,
         job_id: str,
         spec: JobSpec,
-        plan: Plan,
+        plan: PlannedJob,
         workers_deadline_at: float,
         deadline_at: float,
         batchable: bool,
@@ -147,7 +193,7 @@ class Producer:
         }
         header = [
             self.app.signature(
-                SUBTASK_TASK_NAMES[s.worker_type],
+                s.worker_type,
                 args=(
                     {
                         **job,
@@ -167,16 +213,24 @@ class Producer:
         ]
         context = {
             **job,
+            "kind": spec.kind,
             "deadline_at": deadline_at,
             "expected": len(plan.subtasks),
-            "synthesis": plan.synthesis.model_dump(mode="json"),
+            "then": plan.then.model_dump(mode="json"),
         }
+        then = plan.then.worker_type
+        self._note_fan_in_queue(then)
+        policy = self.settings.worker(then)
         body = self.app.signature(
-            TASK_SYNTHESIS,
+            TASK_FAN_IN,
             kwargs={"context": context},
-            task_id=f"{job_id}:synthesis",
+            task_id=f"{job_id}:{plan.then.id}",
             argsrepr="()",
             kwargsrepr="{context}",
+            # The callback is the then-step's: its queue and its time limits.
+            queue=then,
+            soft_time_limit=policy.soft_time_limit_s,
+            time_limit=policy.time_limit_s,
             **options,
         )
         try:
@@ -193,6 +247,12 @@ class Producer:
             )
             raise FleetlineError(f"could not enqueue job {job_id}: {exc}") from exc
 
+    def _note_fan_in_queue(self, queue: str) -> None:
+        # Once per process and queue: kill switches must never pause where jobs end.
+        if queue not in self._fan_in_queues:
+            self.store.client.sadd(keys.fan_in_queues(), queue)
+            self._fan_in_queues.add(queue)
+
 
 def _refusal(switch: SwitchState) -> KillSwitchTripped:
     resets = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(switch.resets_at))
@@ -202,4 +262,4 @@ def _refusal(switch: SwitchState) -> KillSwitchTripped:
     )
 
 
-__all__ = ["Producer", "Receipt", "SubtaskPayload", "parse_spec"]
+__all__ = ["PlannedJob", "Producer", "Receipt", "SubtaskPayload", "parse_spec"]

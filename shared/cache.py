@@ -25,12 +25,13 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import redis
 
 from fleetline.shared import keys
+from fleetline.shared.round_trip import RoundTrip, one_reply
+from fleetline.shared.scripts import load_script
 
 SHARED_SCOPE = "shared"
 _SPACES = re.compile(r"\s+")
@@ -99,12 +100,6 @@ def parse_lookup(reply: Any) -> Lookup:
     return Wait(max(0, int(payload)))
 
 
-def _script(client: redis.Redis, name: str) -> Any:
-    return client.register_script(
-        resources.files("fleetline.shared").joinpath("lua", f"{name}.lua").read_text()
-    )
-
-
 class ResultCache:
     """Validated results in Redis. The client is injected, one per process.
 
@@ -115,9 +110,9 @@ class ResultCache:
         self._r = client
         self._poll_s = poll_s
         self._max_poll_s = max_poll_s
-        self._lookup = _script(client, "cache_lookup")
-        self._store = _script(client, "cache_store")
-        self._abandon = _script(client, "cache_abandon")
+        self._lookup = load_script(client, "cache_lookup")
+        self._store = load_script(client, "cache_store")
+        self._abandon = load_script(client, "cache_abandon")
 
     def lookup_or_lease(self, key: str, lease_ms: int) -> Lookup:
         """A hit, or the lease to compute the entry, or Wait when someone else holds it.
@@ -125,20 +120,20 @@ class ResultCache:
         lease_ms: how long the provider call may take; a lease outliving its holder blocks
         waiters that long.
         """
-        return parse_lookup(self.queue_lookup(self._r, key, lease_ms))
+        return parse_lookup(one_reply(self._r, lambda trip: self.queue_lookup(trip, key, lease_ms)))
 
     def queue_lookup(
-        self, pipe: redis.Redis, key: str, lease_ms: int, token: str | None = None
-    ) -> Any:
-        """Queue the lookup on a pipeline; read its reply with parse_lookup.
+        self, trip: RoundTrip, key: str, lease_ms: int, token: str | None = None
+    ) -> int:
+        """Queue the lookup; read the reply at the index returned with parse_lookup.
 
         token: the caller's lease token; a stable one (say, the call's id) lets a
         redelivered call take back the lease its dead first delivery held.
         """
-        return self._lookup(
-            keys=[keys.cache_entry(key), keys.cache_lease(key)],
-            args=[token or secrets.token_hex(16), max(1, int(lease_ms))],
-            client=pipe,
+        return trip.script(
+            self._lookup,
+            [keys.cache_entry(key), keys.cache_lease(key)],
+            [token or secrets.token_hex(16), max(1, int(lease_ms))],
         )
 
     def get(self, key: str) -> Hit | None:
@@ -163,12 +158,17 @@ class ResultCache:
         cost_usd: what the call cost, reported as the saving of every later hit.
         Returns whether the caller still held its lease (the value is stored either way).
         """
-        done = self.queue_store(self._r, key, output, cost_usd, ttl_s, token, model=model, now=now)
+        done = one_reply(
+            self._r,
+            lambda trip: self.queue_store(
+                trip, key, output, cost_usd, ttl_s, token, model=model, now=now
+            ),
+        )
         return int(done) == 1
 
     def queue_store(
         self,
-        pipe: redis.Redis,
+        trip: RoundTrip,
         key: str,
         output: Any,
         cost_usd: float,
@@ -177,27 +177,27 @@ class ResultCache:
         *,
         model: str = "",
         now: float | None = None,
-    ) -> Any:
-        """Queue `store` on a pipeline; its reply is 1 when the lease was still held."""
+    ) -> int:
+        """Queue `store`; the reply at the index returned is 1 when the lease was still held."""
         value = {
             "output": output,
             "cost_usd": cost_usd,
             "model": model,
             "stored_at": time.time() if now is None else now,
         }
-        return self._store(
-            keys=[keys.cache_entry(key), keys.cache_lease(key)],
-            args=[json.dumps(value), max(1, int(ttl_s * 1000)), token or ""],
-            client=pipe,
+        return trip.script(
+            self._store,
+            [keys.cache_entry(key), keys.cache_lease(key)],
+            [json.dumps(value), max(1, int(ttl_s * 1000)), token or ""],
         )
 
     def abandon(self, key: str, token: str) -> bool:
         """Give the lease up (the call failed) so a waiter takes over at once."""
-        return int(self.queue_abandon(self._r, key, token)) == 1
+        return int(one_reply(self._r, lambda trip: self.queue_abandon(trip, key, token))) == 1
 
-    def queue_abandon(self, pipe: redis.Redis, key: str, token: str) -> Any:
-        """Queue `abandon` on a pipeline."""
-        return self._abandon(keys=[keys.cache_lease(key)], args=[token], client=pipe)
+    def queue_abandon(self, trip: RoundTrip, key: str, token: str) -> int:
+        """Queue `abandon`; the reply at the index returned is 1 when the lease was held."""
+        return trip.script(self._abandon, [keys.cache_lease(key)], [token])
 
     def wait_for(self, key: str, timeout_s: float, lease_ms: int) -> Lookup:
         """Wait up to timeout_s for another caller's value.

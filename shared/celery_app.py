@@ -1,6 +1,6 @@
-"""The Celery app both sides build: JSON only, late acks, one queue per worker type.
+"""The Celery app both sides build: JSON only, late acks, one queue per agent and tool.
 
-Settings reasons live in DESIGN.md: a killed pool child must not ack its message, a whole
+Why these settings: a killed pool child must not ack its message, a whole
 worker's unacked messages come back after the visibility timeout, and pickle over Redis
 would be remote code execution for anyone who can write to it.
 """
@@ -13,7 +13,7 @@ from celery import Celery
 from kombu.entity import Exchange, Queue
 
 from fleetline.shared.errors import ConfigError
-from fleetline.shared.names import TASK_QUEUES, WorkerType
+from fleetline.shared.names import HOUSEKEEPING_QUEUE, HOUSEKEEPING_TASKS
 from fleetline.shared.settings import FleetlineSettings
 
 # kombu's Redis transport emulates priorities with one list per step; four steps keep
@@ -28,14 +28,18 @@ def redis_url(settings: FleetlineSettings) -> str:
     return settings.redis.url
 
 
+def _biggest_pool(settings: FleetlineSettings) -> int:
+    return max(p.concurrency for p in settings.policies.values())
+
+
 def _transport_options(settings: FleetlineSettings) -> dict[str, Any]:
-    biggest_pool = max(w.concurrency for w in settings.workers.values())
+    biggest_pool = _biggest_pool(settings)
     return {
         "visibility_timeout": settings.celery.visibility_timeout_s,
         "unacked_restore_interval": settings.celery.unacked_restore_interval_s,
         "unacked_restore_throttle": settings.celery.unacked_restore_throttle,
         # gevent/threads pools ack from many greenlets at once; kombu's default of 10
-        # connections makes acks fail and tasks redeliver (DESIGN.md).
+        # connections makes acks fail and tasks redeliver.
         "max_connections": max(settings.redis.max_connections, biggest_pool * 2 + 10),
         "socket_timeout": settings.redis.socket_timeout_s,
         "socket_connect_timeout": settings.redis.connect_timeout_s,
@@ -45,10 +49,15 @@ def _transport_options(settings: FleetlineSettings) -> dict[str, Any]:
     }
 
 
-def _queue(worker_type: WorkerType) -> Queue:
+def queue(name: str) -> Queue:
+    """The queue of one worker type (or housekeeping)."""
     # One direct exchange and routing key per queue: a queue is never bound twice.
-    name = worker_type.value
     return Queue(name, Exchange(name), routing_key=name)  # type: ignore[no-untyped-call]
+
+
+def fleet_queues(settings: FleetlineSettings) -> list[str]:
+    """Every queue of the bound fleet: one per agent and tool, and housekeeping."""
+    return [*settings.fleet.worker_types, HOUSEKEEPING_QUEUE]
 
 
 def make_celery(
@@ -62,7 +71,7 @@ def make_celery(
     backend = f"fleetline.shared.result_backends:SendOnlyRedisBackend+{url}" if send_only else url
     app = Celery(name, broker=url, backend=backend)
     transport = _transport_options(settings)
-    biggest_pool = max(w.concurrency for w in settings.workers.values())
+    biggest_pool = _biggest_pool(settings)
     app.conf.update(
         accept_content=["json"],
         result_accept_content=["json"],
@@ -90,9 +99,13 @@ def make_celery(
         broker_connection_max_retries=None,
         result_expires=settings.celery.result_expires_s,
         result_extended=False,
-        task_queues=[_queue(wt) for wt in WorkerType],
-        task_default_queue=WorkerType.SYNTHESIS.value,
-        task_routes={task: {"queue": queue} for task, queue in TASK_QUEUES.items()},
+        task_queues=[queue(name) for name in fleet_queues(settings)],
+        task_default_queue=HOUSEKEEPING_QUEUE,
+        # A worker type's task is named after its queue; housekeeping has a queue of its own.
+        task_routes={
+            **{name: {"queue": name} for name in settings.fleet.worker_types},
+            **{task: {"queue": HOUSEKEEPING_QUEUE} for task in HOUSEKEEPING_TASKS},
+        },
         task_create_missing_queues=False,
         worker_prefetch_multiplier=settings.celery.prefetch_multiplier,
         worker_send_task_events=settings.celery.task_events,
@@ -100,7 +113,5 @@ def make_celery(
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,
         timezone="UTC",
-        # Undecodable bodies and unknown task names are dead-lettered, not dropped.
-        worker_consumer="fleetline.workers.consumer:DeadLetteringConsumer",
     )
     return app

@@ -6,17 +6,25 @@
     ├── AdmissionError              a valid spec refused by policy
     │   └── KillSwitchTripped       a spend kill switch is on
     ├── JobNotFound                 no job record with that id
+    ├── WaitTimeout                 a job was still running when a wait gave up
     ├── ConcurrencyError            a compare-and-set lost to another writer
     ├── StoreUnavailable            Redis did not answer in time
-    └── ModelError                  a provider call failed
-        ├── RetryableModelError     worth another attempt
-        │   ├── RateLimited         429, with the provider's Retry-After
-        │   ├── ProviderServerError 5xx
-        │   ├── ModelTimeout        the call ran out of time
-        │   └── ModelConnectionError
-        └── PermanentModelError     retrying cannot help
-            ├── ModelAuthError      401/403
-            └── ModelBadRequest     other 4xx
+    └── StepError                   a step's call failed: a model's or a tool's
+        ├── RetryableStepError      worth another attempt
+        │   ├── RetryableModelError
+        │   │   ├── RateLimited     429, with the provider's Retry-After
+        │   │   ├── ProviderServerError 5xx
+        │   │   ├── ModelTimeout    the call ran out of time
+        │   │   └── ModelConnectionError
+        │   └── RetryableToolError  a tool raised one of its `retry_on` types, or this
+        │       └── ToolTimeout     a tool ran past its timeout
+        └── PermanentStepError      retrying cannot help
+            ├── PermanentModelError
+            │   ├── ModelAuthError  401/403
+            │   └── ModelBadRequest other 4xx
+            └── PermanentToolError  a tool raised anything else, or this
+
+ModelError is the base of the model errors on both sides.
 
 Messages default to the class docstring.
 """
@@ -56,6 +64,10 @@ class JobNotFound(FleetlineError):
     """No such job."""
 
 
+class WaitTimeout(FleetlineError, TimeoutError):
+    """The job is still running."""
+
+
 class ConcurrencyError(FleetlineError):
     """The record changed since it was read."""
 
@@ -64,16 +76,31 @@ class StoreUnavailable(FleetlineError):
     """Redis is unavailable."""
 
 
-class ModelError(FleetlineError):
+class StepError(FleetlineError):
+    """The step's call failed."""
+
+    category = "internal"
+    retry_after_s: float | None = None
+
+
+class RetryableStepError(StepError):
+    """The step's call failed; another attempt may succeed."""
+
+
+class PermanentStepError(StepError):
+    """The step's call failed and retrying cannot help."""
+
+    category = "permanent"
+
+
+class ModelError(StepError):
     """The model call failed."""
 
     category = "model_error"
 
 
-class RetryableModelError(ModelError):
+class RetryableModelError(ModelError, RetryableStepError):
     """The model call failed; another attempt may succeed."""
-
-    retry_after_s: float | None = None
 
 
 class RateLimited(RetryableModelError):
@@ -104,7 +131,7 @@ class ModelConnectionError(RetryableModelError):
     category = "connection_error"
 
 
-class PermanentModelError(ModelError):
+class PermanentModelError(ModelError, PermanentStepError):
     """The model call failed and retrying cannot help."""
 
     category = "permanent"
@@ -120,3 +147,21 @@ class ModelBadRequest(PermanentModelError):
     """The provider refused the request."""
 
     category = "bad_request"
+
+
+class RetryableToolError(RetryableStepError):
+    """The tool failed; another attempt may succeed. Raise it from a tool to retry."""
+
+    category = "tool_error"
+
+
+class ToolTimeout(RetryableToolError):
+    """The tool ran past its timeout."""
+
+    category = "timeout"
+
+
+class PermanentToolError(PermanentStepError):
+    """The tool failed and retrying cannot help. Raise it from a tool to fail the step."""
+
+    category = "tool_error"

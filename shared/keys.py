@@ -167,14 +167,14 @@ def breaker_registry() -> str:
     return f"{PREFIX}:{{breaker}}:names"
 
 
-# --- Kill-switch enforcement and scheduled batches (beat/) ----------------------------------
+# --- Kill-switch enforcement and scheduled runs (beat/) ----------------------------------
 # The enforcement record has no TTL on purpose: it is the only memory of which queues the
 # beat paused, and a queue paused before a long beat outage must still be resumed by the
 # first check after it. It is one small hash, rewritten by every check.
-# A batch run's progress stays readable as long as its jobs do (finished jobs: 7 days).
-BATCH_RUN_TTL_S = 7 * 86_400
-# A batch's audit stream keeps this many run summaries (a nightly run: almost three years).
-BATCH_AUDIT_MAXLEN = 1_000
+# A scheduled run's progress stays readable as long as its jobs do (finished jobs: 7 days).
+SCHEDULED_RUN_TTL_S = 7 * 86_400
+# A schedule's audit stream keeps this many run summaries (a nightly run: almost three years).
+SCHEDULE_AUDIT_MAXLEN = 1_000
 
 
 def kill_enforcement() -> str:
@@ -182,11 +182,18 @@ def kill_enforcement() -> str:
     return f"{PREFIX}:{{kill}}:enforcement"
 
 
-def batch_run(name: str, run_id: str) -> str:
-    """HASH: one batch run's progress (status, counts, job ids); TTL BATCH_RUN_TTL_S."""
-    return f"{PREFIX}:batch:{name}:run:{run_id}"
+def fan_in_queues() -> str:
+    """SET: the queues fan-outs' then-steps run on, where jobs are finalised; a kill switch
+    never pauses them. No TTL: one member per agent that closes a fan-out, added by
+    producers on first use."""
+    return f"{PREFIX}:fan_in_queues"
 
 
-def batch_audit(name: str) -> str:
-    """STREAM: one summary per finished run of the batch, capped at BATCH_AUDIT_MAXLEN."""
-    return f"{PREFIX}:batch:{name}:audit"
+def scheduled_run(name: str, run_id: str) -> str:
+    """HASH: one scheduled run's progress (status, counts, job ids); TTL SCHEDULED_RUN_TTL_S."""
+    return f"{PREFIX}:schedule:{name}:run:{run_id}"
+
+
+def schedule_audit(name: str) -> str:
+    """STREAM: one summary per finished run of the schedule, capped at SCHEDULE_AUDIT_MAXLEN."""
+    return f"{PREFIX}:schedule:{name}:audit"

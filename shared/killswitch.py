@@ -11,13 +11,16 @@ import json
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fleetline.shared import keys
 from fleetline.shared.ledger import ScopeKind, SpendReport, SpendSettings, Window, window_bounds
+from fleetline.shared.round_trip import RoundTrip, one_reply
 
 _SCOPE = re.compile(r"^(fleet|tenant:.+|worker_type:.+)$")
 _SWITCHED = {k.value: k for k in (ScopeKind.FLEET, ScopeKind.TENANT, ScopeKind.WORKER_TYPE)}
@@ -144,13 +147,12 @@ class KillSwitches:
         self, tenant: str | None, worker_type: str | None, now: float | None = None
     ) -> SwitchState | None:
         """The switch that stops this tenant's (and worker type's) calls, or None. One MGET."""
-        return parse_active_for(self.queue_active_for(self._r, tenant, worker_type), now)
+        reply = one_reply(self._r, lambda trip: self.queue_active_for(trip, tenant, worker_type))
+        return parse_active_for(reply, now)
 
-    def queue_active_for(
-        self, pipe: redis.Redis, tenant: str | None, worker_type: str | None
-    ) -> Any:
-        """Queue the check on a pipeline; read its reply with parse_active_for."""
-        return pipe.mget(applicable_keys(tenant, worker_type))
+    def queue_active_for(self, trip: RoundTrip, tenant: str | None, worker_type: str | None) -> int:
+        """Queue the check; read the reply at the index returned with parse_active_for."""
+        return trip.queue("MGET", *applicable_keys(tenant, worker_type))
 
     def check_and_trip(
         self,
@@ -190,3 +192,37 @@ class KillSwitches:
             self._queue_trip(pipe, state, now, nx=True)
         done = pipe.execute()[::3]
         return [s for s, ok in zip(wanted, done, strict=True) if ok]
+
+
+class KillSwitchSettings(BaseSettings):
+    """How often beat enforces the spend kill switches."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEETLINE_KILLSWITCH_", extra="ignore")
+
+    interval_s: float = Field(default=15.0, gt=0)
+    # Reservations never let spend pass a limit, so a switch waiting for 100 % would never
+    # trip: it trips once spend reaches this share of the limit.
+    trip_at: float = Field(default=0.95, gt=0, le=1)
+
+
+@dataclass(frozen=True)
+class EnforcementRecord:
+    """What the checks left in Redis: paused queues, how many checks ran, the last one."""
+
+    paused: dict[str, list[str]] = field(default_factory=dict)
+    checks: int = 0
+    last_check_at: float | None = None
+
+
+def read_enforcement(client: redis.Redis) -> EnforcementRecord:
+    """The record beat's enforcement checks keep in Redis."""
+    raw = {_decoded(k): _decoded(v) for k, v in client.hgetall(keys.kill_enforcement()).items()}
+    return EnforcementRecord(
+        paused=json.loads(raw.get("paused", "{}")),
+        checks=int(raw.get("checks", "0")),
+        last_check_at=float(raw["last_check_at"]) if "last_check_at" in raw else None,
+    )
+
+
+def _decoded(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from importlib import resources
 from typing import Any, Literal
 
 import redis
@@ -23,6 +22,8 @@ from pydantic import Field, NonNegativeFloat
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fleetline.shared import keys
+from fleetline.shared.round_trip import RoundTrip, one_reply
+from fleetline.shared.scripts import load_script
 
 NANO = 1_000_000_000
 SavingKind = Literal["cache", "tiering"]
@@ -273,22 +274,16 @@ def parse_settle(reply: Any) -> Settlement:
     return Settlement(applied=int(reply[0]) == 1, state=_text(reply[1]))
 
 
-def _script(client: redis.Redis, name: str) -> Any:
-    lua = resources.files("fleetline.shared").joinpath("lua")
-    text = lua.joinpath("ledger_lib.lua").read_text() + lua.joinpath(f"{name}.lua").read_text()
-    return client.register_script(text)
-
-
 class Ledger:
     """Spend reservations and counters in Redis. The client is injected, one per process."""
 
     def __init__(self, client: redis.Redis, hold_s: float = keys.SPEND_HOLD_TTL_S) -> None:
         self._r = client
         self._hold_s = hold_s
-        self._reserve = _script(client, "ledger_reserve")
-        self._settle = _script(client, "ledger_settle")
-        self._release = _script(client, "ledger_release")
-        self._sweep = _script(client, "ledger_sweep")
+        self._reserve = load_script(client, "ledger_reserve", "ledger_lib")
+        self._settle = load_script(client, "ledger_settle", "ledger_lib")
+        self._release = load_script(client, "ledger_release", "ledger_lib")
+        self._sweep = load_script(client, "ledger_sweep", "ledger_lib")
 
     def reserve(
         self,
@@ -309,14 +304,17 @@ class Ledger:
         outlives a worker that never settles (default keys.SPEND_HOLD_TTL_S).
         """
         return parse_reserve(
-            self.queue_reserve(
-                self._r, call_id, usd, tokens, scopes, model=model, now=now, hold_s=hold_s
+            one_reply(
+                self._r,
+                lambda trip: self.queue_reserve(
+                    trip, call_id, usd, tokens, scopes, model=model, now=now, hold_s=hold_s
+                ),
             )
         )
 
     def queue_reserve(
         self,
-        pipe: redis.Redis,
+        trip: RoundTrip,
         call_id: str,
         usd: float,
         tokens: int,
@@ -325,11 +323,8 @@ class Ledger:
         model: str = "",
         now: float | None = None,
         hold_s: float | None = None,
-    ) -> Any:
-        """Queue the reservation on a pipeline; read its reply with parse_reserve.
-
-        Given a plain client instead, runs it and returns the raw reply.
-        """
+    ) -> int:
+        """Queue the reservation; read the reply at the index returned with parse_reserve."""
         if usd < 0 or tokens < 0:
             raise ValueError("a reservation needs usd >= 0 and tokens >= 0")
         now = time.time() if now is None else now
@@ -337,9 +332,10 @@ class Ledger:
         hold = self._hold_s if hold_s is None else hold_s
         # The record must outlive its hold, or a sweep could not give the hold back.
         record_ttl = max(keys.SPEND_CALL_TTL_S, math.ceil(hold) + keys.SPEND_WINDOW_GRACE_S)
-        return self._reserve(
-            keys=[keys.spend_call(call_id), keys.spend_holds(), *counter_keys],
-            args=[
+        return trip.script(
+            self._reserve,
+            [keys.spend_call(call_id), keys.spend_holds(), *counter_keys],
+            [
                 repr(now),
                 repr(now + hold),
                 record_ttl,
@@ -348,25 +344,29 @@ class Ledger:
                 json.dumps(counters),
                 json.dumps(ttls),
             ],
-            client=pipe,
         )
 
     def settle(
         self, call_id: str, actual_usd: float, actual_tokens: int, now: float | None = None
     ) -> Settlement:
         """Charge what the call cost in place of its hold, once per call id."""
-        return parse_settle(self.queue_settle(self._r, call_id, actual_usd, actual_tokens, now))
+        return parse_settle(
+            one_reply(
+                self._r,
+                lambda trip: self.queue_settle(trip, call_id, actual_usd, actual_tokens, now),
+            )
+        )
 
     def queue_settle(
         self,
-        pipe: redis.Redis,
+        trip: RoundTrip,
         call_id: str,
         actual_usd: float,
         actual_tokens: int,
         now: float | None = None,
         saved_tiering_usd: float = 0.0,
-    ) -> Any:
-        """Queue a settlement on a pipeline; read its reply with parse_settle.
+    ) -> int:
+        """Queue a settlement; read the reply at the index returned with parse_settle.
 
         saved_tiering_usd: what a pricier tier would have cost more, counted with the spend
         in the same script (once, like the spend).
@@ -374,24 +374,19 @@ class Ledger:
         if actual_usd < 0 or actual_tokens < 0:
             raise ValueError("a settlement needs actual_usd >= 0 and actual_tokens >= 0")
         now = time.time() if now is None else now
-        return self._settle(
-            keys=[keys.spend_call(call_id), keys.spend_holds()],
-            args=[
-                to_nano(actual_usd),
-                actual_tokens,
-                repr(now),
-                to_nano(max(0.0, saved_tiering_usd)),
-            ],
-            client=pipe,
+        return trip.script(
+            self._settle,
+            [keys.spend_call(call_id), keys.spend_holds()],
+            [to_nano(actual_usd), actual_tokens, repr(now), to_nano(max(0.0, saved_tiering_usd))],
         )
 
     def release(self, call_id: str) -> Settlement:
         """Give a failed call's hold back, once. A call that cost anything is settled instead."""
-        return parse_settle(self.queue_release(self._r, call_id))
+        return parse_settle(one_reply(self._r, lambda trip: self.queue_release(trip, call_id)))
 
-    def queue_release(self, pipe: redis.Redis, call_id: str) -> Any:
-        """Queue a release on a pipeline; read its reply with parse_settle."""
-        return self._release(keys=[keys.spend_call(call_id), keys.spend_holds()], client=pipe)
+    def queue_release(self, trip: RoundTrip, call_id: str) -> int:
+        """Queue a release; read the reply at the index returned with parse_settle."""
+        return trip.script(self._release, [keys.spend_call(call_id), keys.spend_holds()], [])
 
     def record_saving(
         self, kind: SavingKind, usd: float, scopes: Sequence[Scope], now: float | None = None

@@ -1,53 +1,38 @@
-"""Worker types, queue names and task names: the constants both sides of the wire share.
+"""Names both sides of the wire share: how steps, queues and housekeeping tasks are named.
 
-The producer enqueues by these names and never imports worker modules.
+A worker type is an agent or a tool of the loaded fleet: its Celery queue and its task
+are named exactly after it. The producer enqueues by these names and never imports
+worker modules.
 """
 
 from __future__ import annotations
 
-from enum import StrEnum
+import re
 
+# Agent, tool and tier names: short, lower case, and never containing a dot, so that no
+# worker type can collide with the fleet's own `fleetline.*` queue and task names.
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,47}$"
+NAME_RE = re.compile(NAME_PATTERN)
 
-class WorkerType(StrEnum):
-    """A kind of specialist; each has a Celery queue of the same name."""
-
-    EXTRACTION = "extraction"
-    CLASSIFICATION = "classification"
-    ANALYSIS = "analysis"
-    SYNTHESIS = "synthesis"
-
-
-class Tier(StrEnum):
-    """A price/quality class of model; worker types name a tier, settings map it to models."""
-
-    CHEAP = "cheap"
-    REASONING = "reasoning"
-    LONG_CONTEXT = "long_context"
-
-
-# Task names are explicit so that renaming a module never changes the wire.
-TASK_EXTRACTION = "fleetline.extraction"
-TASK_CLASSIFICATION = "fleetline.classification"
-TASK_ANALYSIS = "fleetline.analysis"
-TASK_SYNTHESIS = "fleetline.synthesis"
+# The chord body of a fan-out: sent to the queue of the plan's `then` step, whose worker
+# runs that step on the usable outcomes and finalises the job.
+TASK_FAN_IN = "fleetline.fan_in"
 TASK_REAP_DEADLINES = "fleetline.reap_deadlines"
 TASK_KILLSWITCH_CHECK = "fleetline.killswitch_check"
-TASK_BATCH_RUN = "fleetline.batch_run"
+TASK_SCHEDULED_RUN = "fleetline.scheduled_run"
 
-SUBTASK_TASK_NAMES: dict[WorkerType, str] = {
-    WorkerType.EXTRACTION: TASK_EXTRACTION,
-    WorkerType.CLASSIFICATION: TASK_CLASSIFICATION,
-    WorkerType.ANALYSIS: TASK_ANALYSIS,
-}
+# Every worker also consumes this queue: the deadline watchdog, kill-switch enforcement
+# and scheduled runs. A kill switch never pauses it, so every job still ends.
+HOUSEKEEPING_QUEUE = "fleetline.housekeeping"
 
-# Housekeeping that finalises jobs runs where synthesis runs: both finish jobs.
-TASK_QUEUES: dict[str, str] = {
-    TASK_EXTRACTION: WorkerType.EXTRACTION.value,
-    TASK_CLASSIFICATION: WorkerType.CLASSIFICATION.value,
-    TASK_ANALYSIS: WorkerType.ANALYSIS.value,
-    TASK_SYNTHESIS: WorkerType.SYNTHESIS.value,
-    TASK_REAP_DEADLINES: WorkerType.SYNTHESIS.value,
-    # Synthesis keeps running under every switch, so enforcement and batches run there too.
-    TASK_KILLSWITCH_CHECK: WorkerType.SYNTHESIS.value,
-    TASK_BATCH_RUN: WorkerType.SYNTHESIS.value,
-}
+HOUSEKEEPING_TASKS = (TASK_REAP_DEADLINES, TASK_KILLSWITCH_CHECK, TASK_SCHEDULED_RUN)
+
+
+def check_name(name: str, what: str) -> str:
+    """`name` if it is a valid agent, tool or tier name; ValueError naming `what` if not."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ValueError(
+            f"{what} name {name!r} must match {NAME_PATTERN} "
+            "(a lower-case letter, then up to 47 lower-case letters, digits or _)"
+        )
+    return name

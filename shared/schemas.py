@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fleetline.shared.names import Tier, WorkerType
+from fleetline.shared.names import NAME_PATTERN
 
 
 class JobStatus(StrEnum):
@@ -55,14 +55,26 @@ class JobSpec(_Strict):
     priority: int = Field(default=5, ge=0, le=9)
 
 
-class SubtaskSpec(_Strict):
-    """One unit of work a decomposer produced; its id is stable for the same input."""
+class StepKind(StrEnum):
+    AGENT = "agent"
+    TOOL = "tool"
 
-    id: str
-    worker_type: WorkerType
-    tier: Tier
-    instruction: str
-    text: str
+
+class SubtaskSpec(_Strict):
+    """One step of a plan, as the worker of its agent or tool receives it.
+
+    Its id is stable for the same input (decomposers are pure). An agent step carries the
+    goal its prompt is filled with (`instruction`) and the text it reads; a tool step
+    carries the arguments its function is called with.
+    """
+
+    id: str = Field(min_length=1, max_length=128, pattern=r"^[\w.:-]+$")
+    worker_type: str = Field(pattern=NAME_PATTERN)
+    kind: StepKind = StepKind.AGENT
+    tier: str | None = None
+    instruction: str = ""
+    text: str = ""
+    args: dict[str, Any] | None = None
     critical: bool = False
     max_output_tokens: int = Field(default=512, gt=0)
 
@@ -90,7 +102,7 @@ class SubtaskOutcome(_Strict):
     """What a subtask returns to the chord: always data, never an exception."""
 
     subtask_id: str
-    worker_type: WorkerType
+    worker_type: str
     status: OutcomeStatus
     error: OutcomeError | None = None
     model: str | None = None

@@ -6,12 +6,14 @@ a message naming the setting when anything is invalid.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     BaseModel,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -19,14 +21,17 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fleetline.beat.batches import BatchSettings
-from fleetline.beat.killswitch_task import KillSwitchSettings
 from fleetline.shared.breakers.settings import BreakerSettings
 from fleetline.shared.errors import ConfigError
+from fleetline.shared.fleet.loading import load_fleet
+from fleetline.shared.killswitch import KillSwitchSettings
 from fleetline.shared.ledger import SpendSettings
-from fleetline.shared.names import Tier, WorkerType
+from fleetline.shared.policy import WorkerPolicy
+from fleetline.shared.scheduled import ScheduleSettings
 
-Pool = Literal["threads", "prefork", "gevent", "solo"]
+if TYPE_CHECKING:
+    from fleetline.shared.fleet import FleetDefinition
+
 Provider = Literal["sim", "openai", "anthropic"]
 
 
@@ -49,7 +54,7 @@ class RedisSettings(BaseSettings):
 
 
 class CelerySettings(BaseSettings):
-    """Broker behaviour that decides crash safety; see DESIGN.md for why each value."""
+    """Broker behaviour that decides crash safety; each value says why."""
 
     model_config = SettingsConfigDict(env_prefix="FLEETLINE_CELERY_", extra="ignore")
 
@@ -69,60 +74,6 @@ class CelerySettings(BaseSettings):
     poison_after_crashes: int = Field(default=2, ge=1)
     # Dead letters kept at most (oldest dropped first).
     dead_letter_max: int = Field(default=10_000, ge=10)
-
-
-class WorkerTypeSettings(BaseModel):
-    """How one specialist runs: its tier, pool, limits and retry policy."""
-
-    tier: Tier
-    pool: Pool = "threads"
-    concurrency: int = Field(default=32, ge=1, le=2000)
-    # The agent's own ceiling for one model call (seconds).
-    max_call_s: float = Field(default=30.0, gt=0)
-    soft_time_limit_s: float = Field(default=60.0, gt=0)
-    time_limit_s: float = Field(default=75.0, gt=0)
-    max_retries: int = Field(default=3, ge=0, le=20)
-    retry_backoff_s: float = Field(default=0.5, ge=0)
-    retry_backoff_max_s: float = Field(default=30.0, ge=0)
-    max_output_tokens: int = Field(default=512, gt=0)
-    # Cheaper tiers to fall back to when every model of `tier` is unavailable or unaffordable.
-    fallback_tiers: list[Tier] = Field(default_factory=list)
-    # Re-asks with the validator's errors after an answer fails the output schema.
-    correction_attempts: int = Field(default=2, ge=0, le=5)
-    # How long a validated answer is reused for an identical call; 0 turns caching off.
-    cache_ttl_s: int = Field(default=86_400, ge=0)
-    # Calls of this worker type that arrive together share one model call, up to this
-    # many (1: never batch). A batch closes when full, after batch_max_wait_ms, or when no
-    # call joined it for batch_idle_ms, so a lone call waits only the idle time.
-    batch_max_size: int = Field(default=1, ge=1, le=64)
-    batch_max_wait_ms: float = Field(default=50.0, ge=0)
-    batch_idle_ms: float = Field(default=10.0, gt=0)
-
-    @model_validator(mode="after")
-    def _limits_ordered(self) -> WorkerTypeSettings:
-        if self.soft_time_limit_s >= self.time_limit_s:
-            raise ValueError("soft_time_limit_s must be below time_limit_s")
-        return self
-
-
-def _default_worker_types() -> dict[WorkerType, WorkerTypeSettings]:
-    return {
-        WorkerType.EXTRACTION: WorkerTypeSettings(
-            tier=Tier.CHEAP, max_output_tokens=400, batch_max_size=8
-        ),
-        WorkerType.CLASSIFICATION: WorkerTypeSettings(
-            tier=Tier.CHEAP, max_output_tokens=120, batch_max_size=8
-        ),
-        WorkerType.ANALYSIS: WorkerTypeSettings(
-            tier=Tier.REASONING, max_output_tokens=800, fallback_tiers=[Tier.CHEAP]
-        ),
-        WorkerType.SYNTHESIS: WorkerTypeSettings(
-            tier=Tier.LONG_CONTEXT,
-            concurrency=16,
-            max_output_tokens=1200,
-            fallback_tiers=[Tier.CHEAP],
-        ),
-    }
 
 
 class ModelSpec(BaseModel):
@@ -160,11 +111,11 @@ def _default_models() -> dict[str, ModelSpec]:
     }
 
 
-def _default_tiers() -> dict[Tier, list[str]]:
+def _default_tiers() -> dict[str, list[str]]:
     return {
-        Tier.CHEAP: ["sim-small"],
-        Tier.REASONING: ["sim-large"],
-        Tier.LONG_CONTEXT: ["sim-long"],
+        "cheap": ["sim-small"],
+        "reasoning": ["sim-large"],
+        "long_context": ["sim-long"],
     }
 
 
@@ -225,17 +176,29 @@ class SimSettings(BaseSettings):
     stall_ms: float = Field(default=60_000.0, ge=0)
     # A file every sim call appends one JSON line to (tests count calls across processes).
     call_log: str = ""
-    # While this file exists, every model named on a line of it is down (server errors):
-    # an outage that can start and end while the fleet runs.
+    # While this file exists, every model or tool named on a line of it is down (server
+    # errors): an outage that can start and end while the fleet runs.
     outage_file: str = ""
-    # A document containing this text kills the process that handles it (a poison
-    # message), in the worker types listed in crash_types (comma-separated; empty: all).
+    # A document (or a tool's arguments) containing this text kills the process that
+    # handles it (a poison message), in the agents and tools listed in crash_types
+    # (comma-separated; empty: all). stall_types lists agents and tools too.
     crash_marker: str = ""
     crash_types: str = ""
 
     @property
     def stalled(self) -> frozenset[str]:
         return _names(self.stall_types)
+
+    def down(self, name: str) -> bool:
+        """Whether the outage file names this model or tool; it is read on every call, so
+        an outage starts and ends while the fleet runs."""
+        if not self.outage_file:
+            return False
+        try:
+            with open(self.outage_file) as f:
+                return name in {line.strip() for line in f}
+        except FileNotFoundError:
+            return False
 
     def crashes(self, worker_type: str, document: str) -> bool:
         """Whether the sim must kill its process for this call."""
@@ -266,8 +229,6 @@ class LimitsSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLEETLINE_LIMITS_", extra="ignore")
 
     max_deadline_s: float = Field(default=1800.0, gt=0)
-    max_documents: int = Field(default=10_000, ge=1)
-    max_document_chars: int = Field(default=200_000, ge=1)
     max_input_bytes: int = Field(default=20_000_000, ge=1)
     # Finished jobs stay readable this long, then their keys expire.
     finished_ttl_s: int = Field(default=7 * 86_400, ge=60)
@@ -283,11 +244,15 @@ class FleetlineSettings(BaseSettings):
         env_prefix="FLEETLINE_", env_nested_delimiter="__", extra="ignore"
     )
 
+    # The fleet to run, as `module:attribute` (FLEETLINE_APP); None: the example fleet.
+    app: str | None = None
     redis: RedisSettings = Field(default_factory=RedisSettings)
     celery: CelerySettings = Field(default_factory=CelerySettings)
-    workers: dict[WorkerType, WorkerTypeSettings] = Field(default_factory=_default_worker_types)
+    # Overrides of the fleet's worker policies by agent or tool name, one field each
+    # (FLEETLINE_WORKERS__<NAME>__<FIELD>); `bind()` merges them over the code's defaults.
+    workers: dict[str, dict[str, Any]] = Field(default_factory=dict)
     models: dict[str, ModelSpec] = Field(default_factory=_default_models)
-    tiers: dict[Tier, list[str]] = Field(default_factory=_default_tiers)
+    tiers: dict[str, list[str]] = Field(default_factory=_default_tiers)
     providers: ProviderSettings = Field(default_factory=ProviderSettings)
     sim: SimSettings = Field(default_factory=SimSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
@@ -295,30 +260,12 @@ class FleetlineSettings(BaseSettings):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
     killswitch: KillSwitchSettings = Field(default_factory=KillSwitchSettings)
-    batch: BatchSettings = Field(default_factory=BatchSettings)
+    schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     latency_profiles: dict[str, LatencyProfile] = Field(default_factory=_default_latency_profiles)
     # The profile of a job that names none: it decides how its deadline is split.
     default_latency_profile: str = "interactive"
     sentry_dsn: SecretStr | None = None
     log_level: str = "INFO"
-
-    @field_validator("workers", mode="before")
-    @classmethod
-    def _merge_worker_overrides(cls, value: object) -> object:
-        # An env override such as FLEETLINE_WORKERS__EXTRACTION__CONCURRENCY=64 names one
-        # field; merge it over that worker type's defaults instead of replacing them.
-        if not isinstance(value, dict):
-            return value
-        merged: dict[str, object] = {
-            wt.value: spec.model_dump() for wt, spec in _default_worker_types().items()
-        }
-        for name, override in value.items():
-            base = merged.get(str(name))
-            if isinstance(override, dict) and isinstance(base, dict):
-                merged[str(name)] = {**base, **override}
-            else:
-                merged[str(name)] = override
-        return merged
 
     @field_validator("models", mode="before")
     @classmethod
@@ -333,7 +280,7 @@ class FleetlineSettings(BaseSettings):
     def _override_tiers(cls, value: object) -> object:
         if not isinstance(value, dict):
             return value
-        return {**{k.value: v for k, v in _default_tiers().items()}, **value}
+        return {**_default_tiers(), **value}
 
     @field_validator("latency_profiles", mode="before")
     @classmethod
@@ -344,41 +291,127 @@ class FleetlineSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> FleetlineSettings:
-        vt = self.celery.visibility_timeout_s
         if self.default_latency_profile not in self.latency_profiles:
             raise ValueError(
                 f"default_latency_profile: no latency profile {self.default_latency_profile!r}"
             )
-        for wt in WorkerType:
-            if wt not in self.workers:
-                raise ValueError(f"workers.{wt.value}: missing worker type")
-        for name, wts in self.workers.items():
-            longest = wts.time_limit_s + wts.retry_backoff_max_s
-            if longest >= vt:
-                raise ValueError(
-                    f"workers.{name.value}: time_limit_s + retry_backoff_max_s ({longest:g}s) "
-                    f"must stay below celery.visibility_timeout_s ({vt}s), or messages are "
-                    "redelivered while still running"
-                )
-        for tier in Tier:
-            chain = self.tiers.get(tier)
+        for tier, chain in self.tiers.items():
             if not chain:
-                raise ValueError(f"tiers.{tier.value}: needs at least one model")
+                raise ValueError(f"tiers.{tier}: needs at least one model")
             for model in chain:
                 if model not in self.models:
-                    raise ValueError(f"tiers.{tier.value}: unknown model {model!r}")
+                    raise ValueError(f"tiers.{tier}: unknown model {model!r}")
         return self
 
-    def worker(self, worker_type: WorkerType) -> WorkerTypeSettings:
-        return self.workers[worker_type]
+    # --- the fleet these settings run -------------------------------------------------
 
-    def model_chain(self, worker_type: WorkerType) -> list[str]:
-        """The models that may serve a worker type, in order: its tier, then its fallbacks."""
-        policy = self.workers[worker_type]
+    _fleet: FleetDefinition | None = PrivateAttr(default=None)
+    _policies: dict[str, WorkerPolicy] = PrivateAttr(default_factory=dict)
+
+    def bind(self, fleet: FleetDefinition) -> FleetlineSettings:
+        """These settings for `fleet`: each worker type's policy resolved (the code's
+        defaults, then FLEETLINE_WORKERS__<NAME>__<FIELD>) and checked.
+
+        Raises ConfigError naming the environment variable or the agent at fault.
+        """
+        bound = self.model_copy()
+        bound._fleet = fleet
+        bound._policies = resolve_policies(self, fleet)
+        return bound
+
+    @property
+    def fleet(self) -> FleetDefinition:
+        """The fleet these settings were bound to."""
+        if self._fleet is None:
+            raise ConfigError("settings are not bound to a fleet (use get_settings())")
+        return self._fleet
+
+    @property
+    def policies(self) -> dict[str, WorkerPolicy]:
+        """Every agent's and tool's resolved policy, by name."""
+        self.fleet  # noqa: B018 - raises when unbound
+        return self._policies
+
+    def worker(self, worker_type: str) -> WorkerPolicy:
+        """The resolved policy of one agent or tool."""
+        try:
+            return self.policies[worker_type]
+        except KeyError:
+            known = ", ".join(sorted(self.policies))
+            raise ConfigError(f"no agent or tool {worker_type!r} (known: {known})") from None
+
+    def model_chain(self, worker_type: str) -> list[str]:
+        """The models that may serve an agent, in order: its tier, then its fallbacks."""
+        policy = self.worker(worker_type)
         chain: list[str] = []
         for tier in [policy.tier, *policy.fallback_tiers]:
-            chain += [m for m in self.tiers[tier] if m not in chain]
+            if tier is not None:
+                chain += [m for m in self.tiers[tier] if m not in chain]
         return chain
+
+
+def resolve_policies(
+    settings: FleetlineSettings, fleet: FleetDefinition
+) -> dict[str, WorkerPolicy]:
+    """Each worker type's policy: code defaults, env overrides, checked against settings."""
+    unknown = sorted(set(settings.workers) - set(fleet.worker_types))
+    if unknown:
+        known = ", ".join(sorted(fleet.worker_types))
+        raise ConfigError(
+            f"FLEETLINE_WORKERS__{unknown[0].upper()}__…: fleet {fleet.name} has no agent or "
+            f"tool {unknown[0]!r} (known: {known})"
+        )
+    vt = settings.celery.visibility_timeout_s
+    policies: dict[str, WorkerPolicy] = {}
+    for name, declared in fleet.worker_types.items():
+        overrides = {k: _env_value(v) for k, v in settings.workers.get(name, {}).items()}
+        try:
+            policy = WorkerPolicy.model_validate({**declared.policy, **overrides})
+        except ValidationError as exc:
+            raise ConfigError(f"invalid settings: {_describe_policy(name, exc)}") from None
+        for field in ("tier", "fallback_tiers"):
+            value = getattr(policy, field)
+            for tier in value if isinstance(value, list) else [value]:
+                if tier is not None and tier not in settings.tiers:
+                    where = (
+                        f"FLEETLINE_WORKERS__{name.upper()}__{field.upper()}"
+                        if field in overrides
+                        else f"agent {name!r} ({field})"
+                    )
+                    raise ConfigError(
+                        f"invalid settings: {where}: unknown tier {tier!r} (known: "
+                        f"{', '.join(sorted(settings.tiers))}; add one with FLEETLINE_TIERS)"
+                    )
+        longest = policy.time_limit_s + policy.retry_backoff_max_s
+        if longest >= vt:
+            raise ConfigError(
+                f"invalid settings: FLEETLINE_WORKERS__{name.upper()}: time_limit_s + "
+                f"retry_backoff_max_s ({longest:g}s) must stay below "
+                f"FLEETLINE_CELERY_VISIBILITY_TIMEOUT_S ({vt}s), or messages are redelivered "
+                "while still running"
+            )
+        policies[name] = policy
+    return policies
+
+
+def _env_value(value: Any) -> Any:
+    # A list in the environment arrives as its JSON text (the field's type is not known
+    # while the environment is read).
+    if isinstance(value, str) and value.lstrip().startswith(("[", "{")):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _describe_policy(name: str, exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        field = "__".join(str(p) for p in err["loc"]).upper()
+        where = f"FLEETLINE_WORKERS__{name.upper()}" + (f"__{field}" if field else "")
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
 
 
 _GROUPS: tuple[type[BaseSettings], ...] = (
@@ -387,7 +420,7 @@ _GROUPS: tuple[type[BaseSettings], ...] = (
     CacheSettings,
     BreakerSettings,
     KillSwitchSettings,
-    BatchSettings,
+    ScheduleSettings,
     CelerySettings,
     ProviderSettings,
     SimSettings,
@@ -408,12 +441,22 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def load_settings() -> FleetlineSettings:
-    """Read the settings from the environment, or raise ConfigError naming the setting."""
+def read_settings() -> FleetlineSettings:
+    """Read the settings from the environment (not bound to a fleet yet), or raise
+    ConfigError naming the setting."""
     try:
         return FleetlineSettings()
     except ValidationError as exc:
         raise ConfigError(f"invalid settings: {_describe(exc)}") from exc
+
+
+def load_settings(app: str | None = None) -> FleetlineSettings:
+    """The settings from the environment, bound to the fleet `app` names (default:
+    FLEETLINE_APP, else the example fleet). Raises ConfigError naming what is wrong."""
+    settings = read_settings()
+    if app:
+        settings = settings.model_copy(update={"app": app})
+    return settings.bind(load_fleet(settings.app))
 
 
 @lru_cache(maxsize=1)

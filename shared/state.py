@@ -9,22 +9,18 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import redis
 
 from fleetline.shared import keys
-from fleetline.shared.batch import Batch
 from fleetline.shared.errors import ConcurrencyError, JobNotFound
+from fleetline.shared.round_trip import RoundTrip
 from fleetline.shared.schemas import JobResult, JobStatus, SubtaskOutcome
+from fleetline.shared.scripts import load_script
 
 _TERMINAL = [s.value for s in JobStatus if s.terminal]
 _ACTIVE = [JobStatus.PENDING.value, JobStatus.RUNNING.value]
-
-
-def _script(name: str) -> str:
-    return resources.files("fleetline.shared").joinpath("lua", f"{name}.lua").read_text()
 
 
 @dataclass(frozen=True)
@@ -54,10 +50,10 @@ class StateStore:
         self.client = client
         self._r = client
         self._finished_ttl_s = finished_ttl_s
-        self._create = client.register_script(_script("create_job"))
-        self._update = client.register_script(_script("update_job"))
-        self._finalize = client.register_script(_script("finalize_job"))
-        self._record = client.register_script(_script("record_outcome"))
+        self._create = load_script(client, "create_job")
+        self._update = load_script(client, "update_job")
+        self._finalize = load_script(client, "finalize_job")
+        self._record = load_script(client, "record_outcome")
 
     def create_job(
         self,
@@ -128,13 +124,15 @@ class StateStore:
 
     def record_outcome(self, job_id: str, outcome: SubtaskOutcome, actor: str) -> bool:
         """Store a subtask's outcome and add its cost, once. False for a duplicate."""
-        batch = Batch(self._r)
-        index = self.queue_record(batch, job_id, outcome, actor)
-        return self.recorded(batch.execute()[index])
+        trip = RoundTrip(self._r)
+        index = self.queue_record(trip, job_id, outcome, actor)
+        return self.recorded(trip.execute()[index])
 
-    def queue_record(self, batch: Batch, job_id: str, outcome: SubtaskOutcome, actor: str) -> int:
-        """Queue `record_outcome` on a batch; read its reply with `recorded`."""
-        return batch.script(
+    def queue_record(
+        self, trip: RoundTrip, job_id: str, outcome: SubtaskOutcome, actor: str
+    ) -> int:
+        """Queue `record_outcome` on a trip; read its reply with `recorded`."""
+        return trip.script(
             self._record,
             [keys.job(job_id), keys.job_audit(job_id), keys.job_outcomes(job_id)],
             [
@@ -163,15 +161,15 @@ class StateStore:
         extra_cost_usd: float = 0.0,
     ) -> bool:
         """Move the job to a terminal status exactly once; False if it was already final."""
-        batch = Batch(self._r)
+        trip = RoundTrip(self._r)
         index = self.queue_finalize(
-            batch, job_id, status, completeness, result, actor, reason, extra_cost_usd
+            trip, job_id, status, completeness, result, actor, reason, extra_cost_usd
         )
-        return self.finalized(batch.execute()[index])
+        return self.finalized(trip.execute()[index])
 
     def queue_finalize(
         self,
-        batch: Batch,
+        trip: RoundTrip,
         job_id: str,
         status: JobStatus,
         completeness: float,
@@ -180,8 +178,8 @@ class StateStore:
         reason: str = "",
         extra_cost_usd: float = 0.0,
     ) -> int:
-        """Queue `finalize` on a batch; read its reply with `finalized`."""
-        return batch.script(
+        """Queue `finalize` on a trip; read its reply with `finalized`."""
+        return trip.script(
             self._finalize,
             [keys.job(job_id), keys.job_audit(job_id), keys.job_outcomes(job_id), keys.deadlines()],
             [

@@ -42,7 +42,7 @@ _SECRET = re.compile(
 _WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 # Loggers whose errors are reported explicitly (with tags); their log records would only
 # send the same event twice.
-EXPLICITLY_REPORTED = ("fleetline.beat.killswitch_task",)
+EXPLICITLY_REPORTED = ("fleetline.beat.enforcement",)
 
 _initialised_pid = 0
 
@@ -56,9 +56,16 @@ def sensitive(key: object) -> bool:
 
 
 def scrub(value: Any) -> Any:
-    """A copy of `value` with every sensitive key's value replaced, at any depth."""
+    """A copy of `value` with every sensitive key's value replaced, at any depth.
+
+    A step's `args` (a tool's input) are data too; Celery's own `args` are not a step's.
+    """
     if isinstance(value, dict):
-        return {k: FILTERED if sensitive(k) else scrub(v) for k, v in value.items()}
+        step = "worker_type" in value or value.get("kind") in ("agent", "tool")
+        return {
+            k: FILTERED if sensitive(k) or (step and k == "args") else scrub(v)
+            for k, v in value.items()
+        }
     if isinstance(value, list | tuple):
         return [scrub(v) for v in value]
     return value

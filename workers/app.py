@@ -1,6 +1,11 @@
-"""The worker-side Celery app: `celery -A workers.app worker -Q <worker type>`.
+"""The worker side wired together: `celery -A fleetline.workers.app worker -Q <queues>`.
 
-Reading settings here is the start-up check: invalid settings stop the worker at once.
+`fleetline worker --agents a,b` runs this for the named agents and tools of the fleet in
+FLEETLINE_APP. Every agent and tool gets a task named after it; the fan-in task runs a
+fan-out's then-step; the housekeeping tasks (deadline watchdog, kill-switch enforcement,
+scheduled runs) run on the housekeeping queue that every worker also consumes. Reading the
+settings here is the start-up check: invalid settings or an app that does not load stop
+the worker at once, naming what is wrong.
 """
 
 from __future__ import annotations
@@ -12,60 +17,55 @@ from celery import Task
 from celery.signals import worker_init, worker_process_init
 from celery.worker.control import control_command
 
-from fleetline.beat.batches import run_batch
-from fleetline.beat.killswitch_task import (
+from fleetline.beat.enforcement import (
     RESUME_COMMAND,
     CeleryQueueControl,
     enforce,
+    pausable_queues,
     resume_home_queue,
 )
 from fleetline.beat.watchdog import finalise_overdue
+from fleetline.producer.scheduled_runs import run_scheduled
 from fleetline.producer.submit import Producer
 from fleetline.shared.celery_app import make_celery
 from fleetline.shared.logs import quiet_periodic_tasks
 from fleetline.shared.names import (
-    TASK_BATCH_RUN,
+    TASK_FAN_IN,
     TASK_KILLSWITCH_CHECK,
     TASK_REAP_DEADLINES,
-    TASK_SYNTHESIS,
-    WorkerType,
+    TASK_SCHEDULED_RUN,
 )
 from fleetline.shared.settings import get_settings
 from fleetline.shared.tracing import init_sentry
-from fleetline.workers.registry import SPECIALISTS
+from fleetline.workers.consumer import DeadLetteringConsumer
+from fleetline.workers.fan_in import run_fan_in
 from fleetline.workers.runtime import get_runtime
-from fleetline.workers.synthesis import run_synthesis
-from fleetline.workers.task import register_specialist
+from fleetline.workers.task import register_worker_type
 
 settings = get_settings()
+fleet = settings.fleet
 quiet_periodic_tasks([TASK_REAP_DEADLINES, TASK_KILLSWITCH_CHECK])
-app = make_celery(settings, name="fleetline-worker")
+app = make_celery(settings, name=f"fleetline-{fleet.name}")
+# Undecodable bodies and unknown task names are dead-lettered, not dropped.
+app.conf.worker_consumer = DeadLetteringConsumer
 
-for worker_type, specialist in SPECIALISTS.items():
-    if worker_type is not WorkerType.SYNTHESIS:
-        register_specialist(app, specialist, settings)
-
-_synthesis_policy = settings.worker(WorkerType.SYNTHESIS)
+for worker in fleet.worker_types.values():
+    register_worker_type(app, worker, settings)
 
 
-@app.task(
-    name=TASK_SYNTHESIS,
-    bind=True,
-    soft_time_limit=_synthesis_policy.soft_time_limit_s,
-    time_limit=_synthesis_policy.time_limit_s,
-    max_retries=_synthesis_policy.max_retries,
-    default_retry_delay=_synthesis_policy.retry_backoff_s,
-)
-def synthesis(self: Task, results: list[Any], context: dict[str, Any]) -> dict[str, Any]:
-    return run_synthesis(self, results, context)
+# Its time limits and queue come with each message: those of the plan's then-step.
+@app.task(name=TASK_FAN_IN, bind=True)
+def fan_in(self: Task, results: list[Any], context: dict[str, Any]) -> dict[str, Any]:
+    return run_fan_in(self, results, context)
 
 
 @app.task(name=TASK_REAP_DEADLINES, ignore_result=True, expires=5)
 def reap_deadlines() -> int:
     runtime = get_runtime()
-    return len(
-        finalise_overdue(runtime.store, time.time(), runtime.settings.limits.deadline_grace_s)
+    overdue = finalise_overdue(
+        runtime.store, fleet, time.time(), runtime.settings.limits.deadline_grace_s
     )
+    return len(overdue)
 
 
 @app.task(name=TASK_KILLSWITCH_CHECK, ignore_result=True)
@@ -75,17 +75,18 @@ def killswitch_check() -> dict[str, Any]:
         runtime.redis,
         runtime.settings.spend,
         CeleryQueueControl(app),
+        pausable_queues(runtime.redis, fleet.agents),
         trip_at=runtime.settings.killswitch.trip_at,
     ).as_dict()
 
 
 # Acked on receipt: a run waits for its jobs longer than the visibility timeout, and a
 # redelivered run would only wait again (its jobs are idempotent by slot).
-@app.task(name=TASK_BATCH_RUN, ignore_result=True, acks_late=False)
-def batch_run(name: str) -> dict[str, Any]:
+@app.task(name=TASK_SCHEDULED_RUN, ignore_result=True, acks_late=False)
+def scheduled_run(name: str) -> dict[str, Any]:
     runtime = get_runtime()
     producer = Producer(runtime.settings, runtime.redis, app)
-    return run_batch(name, runtime.settings, producer, runtime.store).model_dump(mode="json")
+    return run_scheduled(name, runtime.settings, producer, runtime.store).model_dump(mode="json")
 
 
 # The queues this worker was started with (-Q): the only ones it ever resumes.

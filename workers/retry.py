@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import random
 
-from fleetline.shared.errors import RetryableModelError
-from fleetline.shared.settings import WorkerTypeSettings
+from fleetline.shared.errors import RetryableStepError
+from fleetline.shared.policy import WorkerPolicy
 
 
-def retry_delay_s(exc: RetryableModelError, attempt: int, policy: WorkerTypeSettings) -> float:
+def retry_delay_s(exc: RetryableStepError, attempt: int, policy: WorkerPolicy) -> float:
     """Retry-After when the provider sent one, else exponential backoff with full jitter.
 
     Jitter keeps a fleet of workers that failed together from retrying together.

@@ -14,14 +14,15 @@ from functools import cached_property
 import redis
 from pydantic import BaseModel
 
-from fleetline.shared.breakers import RedisBreakers
+from fleetline.shared.breakers import FleetBreaker, RedisBreakers, breaker_name, breaker_redis
 from fleetline.shared.cache import ResultCache
+from fleetline.shared.celery_app import redis_url
 from fleetline.shared.deadletters import DeadLetterStore
+from fleetline.shared.errors import PermanentToolError
 from fleetline.shared.killswitch import KillSwitches
 from fleetline.shared.ledger import Ledger
 from fleetline.shared.models.base import ModelClient
 from fleetline.shared.models.factory import build_client
-from fleetline.shared.names import WorkerType
 from fleetline.shared.redis_client import make_redis
 from fleetline.shared.settings import FleetlineSettings, get_settings
 from fleetline.shared.state import StateStore
@@ -36,7 +37,8 @@ class WorkerRuntime:
     redis: redis.Redis
     store: StateStore
     _clients: dict[str, ModelClient] = field(default_factory=dict)
-    _batchers: dict[tuple[WorkerType, str], Batcher] = field(default_factory=dict)
+    _batchers: dict[tuple[str, str], Batcher] = field(default_factory=dict)
+    _tool_breakers: dict[str, FleetBreaker] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # The guards' Redis helpers hold registered scripts: build each once per process.
@@ -60,7 +62,32 @@ class WorkerRuntime:
     def dead_letters(self) -> DeadLetterStore:
         return DeadLetterStore(self.redis, self.settings.celery.dead_letter_max)
 
-    def batcher(self, worker_type: WorkerType, model: str, schema: type[BaseModel]) -> Batcher:
+    @cached_property
+    def tool_breaker_store(self) -> RedisBreakers:
+        # Its own client with the breakers' short timeouts, so `on_redis_down` decides
+        # within a fraction of a second when Redis is away.
+        client = breaker_redis(redis_url(self.settings), self.settings.breaker)
+        return RedisBreakers(client, self.settings.breaker)
+
+    def tool_breaker(self, tool: str) -> FleetBreaker:
+        """The fleet-wide breaker of one tool (`<tool>:tool`), a pybreaker CircuitBreaker.
+
+        Failures of the tool's own making (PermanentToolError: bad arguments, a bug) do not
+        open it; timeouts and its `retry_on` errors do.
+        """
+        with self._lock:
+            found = self._tool_breakers.get(tool)
+            if found is None:
+                found = self._tool_breakers[tool] = FleetBreaker(
+                    self.tool_breaker_store,
+                    breaker_name(tool, "tool"),
+                    exclude=[PermanentToolError],
+                    # The call that trips it did run and fail: record that failure.
+                    throw_new_error_on_trip=False,
+                )
+            return found
+
+    def batcher(self, worker_type: str, model: str, schema: type[BaseModel]) -> Batcher:
         """The batcher of one worker type and model, built once per process."""
         with self._lock:
             found = self._batchers.get((worker_type, model))

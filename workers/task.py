@@ -15,15 +15,14 @@ from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from fleetline.shared.errors import ModelTimeout, PermanentModelError, RetryableModelError
-from fleetline.shared.names import SUBTASK_TASK_NAMES
+from fleetline.shared.errors import ModelTimeout, PermanentStepError, RetryableStepError
+from fleetline.shared.fleet import Agent, Tool
 from fleetline.shared.outage import through_outage
 from fleetline.shared.schemas import OutcomeStatus, SubtaskOutcome, SubtaskPayload
 from fleetline.shared.settings import FleetlineSettings
-from fleetline.workers.pipeline import Attempt, SubtaskRun
 from fleetline.workers.retry import retry_delay_s
+from fleetline.workers.run import Attempt, SubtaskRun
 from fleetline.workers.runtime import get_runtime
-from fleetline.workers.specialist import Specialist
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +30,11 @@ log = logging.getLogger(__name__)
 STORE_RETRIES = 30
 
 
-def start_run(task: Task, payload: SubtaskPayload, specialist: Specialist) -> SubtaskRun:
+def start_run(task: Task, payload: SubtaskPayload, worker: Agent | Tool) -> SubtaskRun:
     """A run of this delivery, labelled with the worker and task that make it."""
     return SubtaskRun(
         payload=payload,
-        specialist=specialist,
+        worker=worker,
         runtime=get_runtime(),
         attempt=Attempt(number=task.request.retries + 1, started_at=time.time()),
         actor=task.request.hostname or "",
@@ -44,15 +43,15 @@ def start_run(task: Task, payload: SubtaskPayload, specialist: Specialist) -> Su
     )
 
 
-def run_subtask(task: Task, raw: dict[str, Any], specialist: Specialist) -> dict[str, Any]:
-    """Body of every specialist task."""
+def run_subtask(task: Task, raw: dict[str, Any], worker: Agent | Tool) -> dict[str, Any]:
+    """Body of every agent's and tool's task."""
     try:
         payload = SubtaskPayload.model_validate(raw)
     except ValidationError as exc:
         # Nothing to record against: the message itself is broken.
         log.error("undecodable subtask payload: %s", exc)
         return {"status": OutcomeStatus.FAILED.value, "error": str(exc)[:500]}
-    run = start_run(task, payload, specialist)
+    run = start_run(task, payload, worker)
     try:
         return record(run, drive(task, run)).model_dump(mode="json")
     except RedisError as exc:
@@ -73,7 +72,7 @@ def drive(task: Task, run: SubtaskRun) -> SubtaskOutcome:
     grace = run.runtime.settings.redis.outage_grace_s
     try:
         return through_outage(run.before, grace, "guards") or run.call()
-    except RetryableModelError as exc:
+    except RetryableStepError as exc:
         run.call_error = exc
         delay = retry_delay_s(exc, run.attempt.number, policy)
         if (
@@ -84,7 +83,7 @@ def drive(task: Task, run: SubtaskRun) -> SubtaskOutcome:
             run.abandon()
             raise task.retry(countdown=delay, max_retries=policy.max_retries) from exc
         return run.failure(exc)
-    except PermanentModelError as exc:
+    except PermanentStepError as exc:
         return run.failure(exc)
     except SoftTimeLimitExceeded:
         return run.failure(ModelTimeout("worker time limit reached"))
@@ -95,16 +94,16 @@ def drive(task: Task, run: SubtaskRun) -> SubtaskOutcome:
         return run.outcome(OutcomeStatus.FAILED, "internal", repr(exc)[:500])
 
 
-def register_specialist(app: Celery, specialist: Specialist, settings: FleetlineSettings) -> Task:
-    """Register the Celery task of one specialist, with its worker type's limits."""
-    policy = settings.worker(specialist.worker_type)
+def register_worker_type(app: Celery, worker: Agent | Tool, settings: FleetlineSettings) -> Task:
+    """Register the Celery task of one agent or tool (named after it), with its limits."""
+    policy = settings.worker(worker.name)
 
     def body(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
-        return run_subtask(self, payload, specialist)
+        return run_subtask(self, payload, worker)
 
-    body.__name__ = specialist.worker_type.value
+    body.__name__ = worker.name
     task: Task = app.task(
-        name=SUBTASK_TASK_NAMES[specialist.worker_type],
+        name=worker.name,
         bind=True,
         soft_time_limit=policy.soft_time_limit_s,
         time_limit=policy.time_limit_s,

@@ -22,6 +22,8 @@ from celery import Celery
 from celery.backends.redis import RedisBackend
 from kombu.entity import Exchange, Queue
 
+# Fleetline's queues are its agents' names: these are the example fleet's four, copied
+# (this app imports nothing of Fleetline). The chord body goes where Fleetline's fan-in does.
 QUEUES = ("extraction", "classification", "analysis", "synthesis")
 TASK_NOOP = "bench.noop"
 TASK_SLEEP = "bench.sleep"

@@ -1,9 +1,9 @@
 """What scenarios share: the run's sizes, and one no-op stack started once for all of them.
 
-The no-op stack is Fleetline (one worker per worker type, plus beat), bare Celery (one
-worker per queue, same flags) and Dramatiq, each on a database of its own, all with the
-same pool and concurrency. Runs are told apart by their own job ids and run ids, so the
-databases never need flushing.
+The no-op stack is Fleetline (one worker per agent of the example fleet, plus beat), bare
+Celery (one worker per queue, same queues and flags) and Dramatiq, each on a database of
+its own, all with the same pool and concurrency. Runs are told apart by their own job ids
+and run ids, so the databases never need flushing.
 """
 
 from __future__ import annotations
@@ -11,27 +11,32 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleetline.shared.names import WorkerType
-from ops.bench.harness import Bench
+from ops.bench.harness import Bench, child_env, settings_for
 from ops.bench.jobs import Shape, shape_of
 from ops.bench.plan import Sizes
 from ops.bench.sides import FleetlineSide, start_all, stop_all
-from ops.bench.sides_bare import BareCelerySide, DramatiqSide
+from ops.bench.sides_bare import BareCelerySide, DramatiqSide, check_bare_queues
+
+
+def worker_types() -> tuple[str, ...]:
+    """The agents and tools of the fleet the benchmark's workers load: the example fleet
+    (`child_env` drops any FLEETLINE_APP of ours)."""
+    return tuple(settings_for(child_env({})).fleet.worker_types)
 
 
 def fleet_env(
     sizes: Sizes, *, pool: str, concurrency: int, latency_ms: float = 0.0, **extra: str
 ) -> dict[str, str]:
-    """FLEETLINE_ settings of a benchmark fleet: every worker type gets the same pool."""
+    """FLEETLINE_ settings of a benchmark fleet: every agent and tool gets the same pool."""
     env = {
         "FLEETLINE_SIM_LATENCY_MS": f"{latency_ms:g}",
         "FLEETLINE_LIMITS_FINISHED_TTL_S": str(sizes.ttl_s),
         "FLEETLINE_CELERY_RESULT_EXPIRES_S": str(sizes.ttl_s),
     }
-    for wt in WorkerType:
-        env[f"FLEETLINE_WORKERS__{wt.value.upper()}__POOL"] = pool
-        env[f"FLEETLINE_WORKERS__{wt.value.upper()}__CONCURRENCY"] = str(concurrency)
-        env[f"FLEETLINE_WORKERS__{wt.value.upper()}__CACHE_TTL_S"] = str(sizes.ttl_s)
+    for name in worker_types():
+        env[f"FLEETLINE_WORKERS__{name.upper()}__POOL"] = pool
+        env[f"FLEETLINE_WORKERS__{name.upper()}__CONCURRENCY"] = str(concurrency)
+        env[f"FLEETLINE_WORKERS__{name.upper()}__CACHE_TTL_S"] = str(sizes.ttl_s)
     env.update(extra)
     return env
 
@@ -58,12 +63,18 @@ class NoopStack:
             bench,
             "dramatiq",
             env={"BENCH_RESULT_EXPIRES_S": str(sizes.ttl_s)},
-            processes=len(WorkerType),
+            processes=len(worker_types()),
             threads=conc,
         )
-        start_all([fleetline, bare, dramatiq])
-        assert fleetline.settings is not None
-        return cls(fleetline, bare, dramatiq, shape_of(fleetline.settings, sizes.docs))
+        sides = [fleetline, bare, dramatiq]
+        start_all(sides)
+        try:
+            assert fleetline.settings is not None
+            shape = check_bare_queues(shape_of(fleetline.settings, sizes.docs))
+        except BaseException:
+            stop_all(sides)
+            raise
+        return cls(fleetline, bare, dramatiq, shape)
 
     def stop(self) -> None:
         stop_all([self.fleetline, self.bare, self.dramatiq])

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import psutil
+import psutil  # type: ignore[import-untyped, unused-ignore]  # no types-psutil in the venv
 import redis
 
 from fleetline.shared.embedded_redis import EmbeddedRedis, start_redis

@@ -1,7 +1,8 @@
 """Jobs of a benchmark: their shape, and submitting bursts of them or one at a time.
 
-A Fleetline job is a research_brief; the baselines copy its subtasks' queues, so both
-sides move the same messages through the same queues. Completion times come from the
+A Fleetline job is a research_brief of the example fleet; the baselines copy its subtasks'
+queues and send their callback to the queue of its then-step, so both sides move the same
+messages through the same queues. Completion times come from the
 workers' own clock, so poll intervals never blur a figure.
 """
 
@@ -13,8 +14,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from fleetline.producer.decomposers import DECOMPOSERS
 from fleetline.shared.settings import FleetlineSettings
+
+KIND = "research_brief"
 
 # Far enough that no queue backlog of a benchmark ever reaches it (the limit is 1800 s).
 DEADLINE_S = 1500.0
@@ -34,7 +36,7 @@ def brief_spec(docs: int) -> dict[str, Any]:
     """
     word = f"w{_RUN}{next(_serial)}"
     return {
-        "kind": "research_brief",
+        "kind": KIND,
         "tenant": "bench",
         "deadline_s": DEADLINE_S,
         "input": {
@@ -46,10 +48,12 @@ def brief_spec(docs: int) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Shape:
-    """A job: how many documents Fleetline gets, and the queue of each subtask it makes."""
+    """A job: how many documents Fleetline gets, the queue of each subtask it makes, and
+    the queue its callback (Fleetline's fan-in, the bare chord body) goes to."""
 
     docs: int
     queues: tuple[str, ...]
+    then: str = "default"
 
     @property
     def subtasks(self) -> int:
@@ -57,9 +61,12 @@ class Shape:
 
 
 def shape_of(settings: FleetlineSettings, docs: int) -> Shape:
-    """The subtasks Fleetline's decomposer makes of `docs` documents; the baselines copy them."""
-    plan = DECOMPOSERS["research_brief"].decompose(brief_spec(docs)["input"], settings)
-    return Shape(docs, tuple(s.worker_type.value for s in plan.subtasks))
+    """The steps the fleet's research_brief plan makes of `docs` documents (the parallel
+    ones, and the then-step the fan-in runs on); the baselines copy them."""
+    plan = settings.fleet.plan(KIND, brief_spec(docs)["input"])
+    if plan.then is None:
+        raise ValueError(f"{KIND}: the plan has no then-step to fan in on")
+    return Shape(docs, tuple(s.worker_type for s in plan.steps), plan.then.worker_type)
 
 
 def shape_of_plain(subtasks: int) -> Shape:

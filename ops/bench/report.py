@@ -43,7 +43,7 @@ def _git(*args: str) -> str:
 
 def _guards() -> list[str]:
     try:
-        from fleetline.workers.pipeline import default_guards
+        from fleetline.workers.run import default_guards
 
         return [type(g).__name__ for g in default_guards()]
     except Exception as exc:  # the figures still stand without the list

@@ -25,8 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fleetline.producer.fleet import Fleet
 from fleetline.producer.submit import Producer
+from fleetline.producer.supervisor import Supervisor
 from fleetline.shared.embedded_redis import start_redis
 from fleetline.shared.settings import load_settings
 
@@ -77,7 +77,7 @@ def run_side(name: str, overrides: dict[str, str], specs: list[dict[str, Any]]) 
         env.pop("FLEETLINE_SIM_LATENCY_MS", None)
         saved = dict(os.environ)
         os.environ.update(env)
-        fleet = Fleet()
+        fleet = Supervisor()
         try:
             settings = load_settings()
             fleet.start(settings, env, with_beat=True, log_dir=workdir)

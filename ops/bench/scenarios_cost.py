@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any
 
-import psutil
+import psutil  # type: ignore[import-untyped, unused-ignore]  # no types-psutil in the venv
 import redis
 
 from ops.bench.context import Context

@@ -20,7 +20,7 @@ from ops.bench.harness import Sample, alternate
 from ops.bench.jobs import Shape, run_burst, shape_of
 from ops.bench.scenario import med, result
 from ops.bench.sides import FleetlineSide, start_all, stop_all
-from ops.bench.sides_bare import BareCelerySide
+from ops.bench.sides_bare import BareCelerySide, check_bare_queues
 from ops.bench.stats import median, ratio
 
 log = logging.getLogger("ops.bench")
@@ -181,7 +181,7 @@ def io_concurrency(ctx: Context) -> dict[str, Any]:
     try:
         start_all(sides)
         assert fleetline.settings is not None
-        shape = shape_of(fleetline.settings, sizes.io_docs)
+        shape = check_bare_queues(shape_of(fleetline.settings, sizes.io_docs))
         jobs = max(1, round(sizes.io_subtasks / shape.subtasks))
         prefork_jobs = max(1, round(sizes.io_prefork_subtasks / (shape.subtasks + 1)))
 

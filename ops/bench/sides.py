@@ -14,10 +14,9 @@ from typing import Any
 
 from celery import Celery
 
-from fleetline.producer.fleet import Fleet, beat_command, worker_command
 from fleetline.producer.submit import Producer
+from fleetline.producer.supervisor import Supervisor, beat_command, worker_command
 from fleetline.shared import keys
-from fleetline.shared.names import WorkerType
 from fleetline.shared.schemas import JobStatus
 from fleetline.shared.settings import FleetlineSettings
 from ops.bench.harness import (
@@ -38,9 +37,10 @@ def celery_argv(
 ) -> list[str]:
     """Fleetline's worker command line with another app, name, queues, pool or concurrency.
 
-    Built from `worker_command` so that both Celery sides always run with the same flags.
+    Built from `worker_command` so that both Celery sides always run with the same flags;
+    `queues` replace all of Fleetline's (its agents' and the housekeeping queue).
     """
-    argv = worker_command(settings, WorkerType.EXTRACTION)
+    argv = worker_command(settings, [next(iter(settings.fleet.worker_types))])
     swap = {"-A": app, "-n": f"{name}@%h", "-Q": ",".join(queues), "-P": pool, "-c": str(conc)}
     return [swap.get(argv[i - 1], arg) if i else arg for i, arg in enumerate(argv)]
 
@@ -139,13 +139,17 @@ def stop_all(sides: list[Any]) -> None:
 
 @dataclass
 class FleetlineSide(Side):
-    """Fleetline as shipped: `Fleet` workers (one per worker type, or one for all) and beat."""
+    """Fleetline as shipped: `Supervisor` workers (one per agent, or one for all) and beat.
+
+    Every worker also consumes the housekeeping queue (deadline reaper, kill switches), as
+    `worker_command` makes it.
+    """
 
     single: bool = False
     with_beat: bool = True
     settings: FleetlineSettings | None = None
     producer: Producer | None = None
-    fleet: Fleet = field(default_factory=Fleet)
+    fleet: Supervisor = field(default_factory=Supervisor)
     # Unfinished jobs of the run, oldest first; finish times of the finished ones.
     _open: dict[str, None] = field(default_factory=dict)
     _done: list[float] = field(default_factory=list)
@@ -163,14 +167,10 @@ class FleetlineSide(Side):
         settings = self.settings = settings_for(env)
         logs = self.bench.log_dir(f"{self.name}-{self.db}")
         if self.single:
-            policy = settings.worker(WorkerType.EXTRACTION)
-            argv = celery_argv(
-                settings,
-                "workers.app",
-                f"{self.name}-all",
-                [w.value for w in WorkerType],
-                policy.pool,
-                policy.concurrency,
+            # One process for every agent's queue and housekeeping (their pools agree:
+            # `fleet_env` gives every worker type the same one).
+            argv = worker_command(
+                settings, list(settings.fleet.worker_types), node=f"{self.name}-all"
             )
             self.fleet.processes["all"] = start_process(argv, env, logs / "all.log")
             if self.with_beat:
@@ -183,8 +183,9 @@ class FleetlineSide(Side):
         self.producer = Producer.from_settings(settings)
 
     def ready(self) -> None:
-        assert self.producer is not None
-        wait_pings(self.producer.app, 1 if self.single else len(WorkerType))
+        assert self.producer is not None and self.settings is not None
+        workers = 1 if self.single else len(self.settings.fleet.worker_types)
+        wait_pings(self.producer.app, workers)
 
     def stop(self) -> None:
         self.fleet.stop()

@@ -10,10 +10,23 @@ from typing import Any
 
 from celery import Celery, chord
 
-from fleetline.shared.names import WorkerType
 from ops.bench.harness import child_env, settings_for, start_process
 from ops.bench.jobs import Shape, run_burst, shape_of_plain
 from ops.bench.sides import Side, celery_argv, wait_pings
+
+
+def check_bare_queues(shape: Shape) -> Shape:
+    """`shape` if bare Celery's workers consume every queue it uses, else ValueError.
+
+    The bare app's queues are a plain copy of the example fleet's agent names (it imports
+    nothing of Fleetline): a fleet whose plan uses another queue would hang the bare side.
+    """
+    from ops.bench.bare_celery import QUEUES
+
+    missing = sorted({*shape.queues, shape.then} - set(QUEUES))
+    if missing:
+        raise ValueError(f"bare Celery has no worker for queue(s) {', '.join(missing)}")
+    return shape
 
 
 @dataclass
@@ -43,7 +56,9 @@ class BareCelerySide(Side):
         )
         settings = settings_for(env)
         logs = self.bench.log_dir(f"{self.name}-{self.db}")
-        groups = [[w.value for w in WorkerType]] if self.single else [[w.value] for w in WorkerType]
+        from ops.bench.bare_celery import QUEUES
+
+        groups = [list(QUEUES)] if self.single else [[q] for q in QUEUES]
         for queues in groups:
             label = f"{self.name}-{'all' if self.single else queues[0]}"
             argv = celery_argv(
@@ -97,7 +112,8 @@ class BareCelerySide(Side):
                 "times": self.times_key,
                 "sleep_ms": self.sleep_ms,
             },
-            queue=WorkerType.SYNTHESIS.value,
+            # Where Fleetline's fan-in goes: the queue of the plan's then-step.
+            queue=shape.then,
         )
         chord(header, body).apply_async()
         return job

@@ -1,6 +1,61 @@
-"""Fleetline: multi-agent LLM workloads on a Celery + Redis worker fleet.
+"""Fleetline: your agents, tools and job kinds on a Celery + Redis worker fleet.
+
+    from fleetline import Fleet, Plan, fan_out
+
+    fleet = Fleet("acme")
+    sentiment = fleet.agent("sentiment", tier="cheap", output=Sentiment,
+                            prompt="Classify the sentiment of the text. {goal}")
+
+    @fleet.job("review_digest", input=ReviewInput)
+    def review_digest(inp: ReviewInput) -> Plan:
+        ...
+
+Run it with `FLEETLINE_APP=acme:fleet fleetline up`; submit with `fleet.submit(spec)` or
+`fleetline submit --app acme:fleet spec.json`.
 
 This is the root package (its files live in the repository's `producer/root/`); the
 repository's folders are mapped under it as `fleetline.producer`, `fleetline.workers`,
 `fleetline.shared` and `fleetline.beat`.
 """
+
+from fleetline.fleet import Fleet
+from fleetline.producer.handle import JobHandle
+from fleetline.shared.errors import (
+    ConfigError,
+    FleetlineError,
+    JobNotFound,
+    KillSwitchTripped,
+    PermanentToolError,
+    RetryableToolError,
+    SpecError,
+    StoreUnavailable,
+    WaitTimeout,
+)
+from fleetline.shared.fleet import Agent, JobKind, Plan, PlanError, Step, Tool, fan_out
+from fleetline.shared.schemas import JobResult, JobSpec, JobStatus, OutcomeStatus, SubtaskOutcome
+
+__all__ = [
+    "Agent",
+    "ConfigError",
+    "Fleet",
+    "FleetlineError",
+    "JobHandle",
+    "JobKind",
+    "JobNotFound",
+    "JobResult",
+    "JobSpec",
+    "JobStatus",
+    "KillSwitchTripped",
+    "OutcomeStatus",
+    "PermanentToolError",
+    "Plan",
+    "PlanError",
+    "RetryableToolError",
+    "SpecError",
+    "Step",
+    "StoreUnavailable",
+    "SubtaskOutcome",
+    "Tool",
+    "WaitTimeout",
+    "fan_out",
+]

@@ -1,7 +1,7 @@
 """The fleet's breakers in Redis: every transition is one Lua script, one round trip.
 
 allow() on a closed breaker is one HMGET. The `queue_*` forms put the same scripts on a
-caller's pipeline (a `shared.batch.Batch`) next to other guards' commands; `parse_*` read
+caller's pipeline (a `RoundTrip`) next to other guards' commands; `parse_*` read
 their replies. When Redis does not answer, the on_redis_down policy decides at once.
 """
 
@@ -11,12 +11,10 @@ import logging
 import threading
 import time
 import uuid
-from importlib import resources
 from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
-from redis.client import Pipeline
 from redis.retry import Retry
 
 from fleetline.shared import keys
@@ -34,17 +32,13 @@ from fleetline.shared.breakers.model import (
 )
 from fleetline.shared.breakers.settings import BreakerSettings
 from fleetline.shared.errors import StoreUnavailable
+from fleetline.shared.round_trip import RoundTrip
+from fleetline.shared.scripts import load_script
 
 logger = logging.getLogger(__name__)
 
 # An outage is logged at most this often per process, not once per call.
 _LOG_EVERY_S = 10.0
-
-
-def _script(client: redis.Redis, name: str) -> Any:
-    lua = resources.files("fleetline.shared").joinpath("lua")
-    text_ = lua.joinpath("breaker_lib.lua").read_text() + lua.joinpath(f"{name}.lua").read_text()
-    return client.register_script(text_)
 
 
 def breaker_redis(
@@ -82,9 +76,9 @@ class RedisBreakers:
     def __init__(self, client: redis.Redis, settings: BreakerSettings | None = None) -> None:
         self.client = client
         self.settings = settings or BreakerSettings()
-        self._allow = _script(client, "breaker_allow")
-        self._record = _script(client, "breaker_record")
-        self._force = _script(client, "breaker_force")
+        self._allow = load_script(client, "breaker_allow", "breaker_lib")
+        self._record = load_script(client, "breaker_record", "breaker_lib")
+        self._force = load_script(client, "breaker_force", "breaker_lib")
         # Probe tokens this process holds, for record_*() calls that pass no permit.
         self._probes: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -134,16 +128,15 @@ class RedisBreakers:
             return self._unavailable_record(name)
         return parse_recorded(name, reply)
 
-    # --- pipeline forms (one round trip together with other guards) -------------------
+    # --- round-trip forms (one round trip together with other guards) -----------------
 
-    def queue_allow(self, pipe: Pipeline, name: str) -> int:
-        """Queue the allow script on a pipeline; return its reply's index (see parse_allow)."""
-        self._allow(
-            keys=[keys.breaker(check_name(name)), keys.breaker_probe(name)],
-            args=[uuid.uuid4().hex, self.settings.probe_ms],
-            client=pipe,
+    def queue_allow(self, trip: RoundTrip, name: str) -> int:
+        """Queue the allow script; return its reply's index (see parse_allow)."""
+        return trip.script(
+            self._allow,
+            [keys.breaker(check_name(name)), keys.breaker_probe(name)],
+            [uuid.uuid4().hex, self.settings.probe_ms],
         )
-        return len(pipe.command_stack) - 1
 
     def parse_allow(self, name: str, reply: Any) -> Permit:
         """The Permit of a queued allow's reply; an error reply follows the Redis-down policy."""
@@ -156,12 +149,11 @@ class RedisBreakers:
         return permit
 
     def queue_record(
-        self, pipe: Pipeline, name: str, result: Result, permit: Permit | None = None
+        self, trip: RoundTrip, name: str, result: Result, permit: Permit | None = None
     ) -> int:
-        """Queue the record script on a pipeline; return its reply's index (see parse_record)."""
+        """Queue the record script; return its reply's index (see parse_record)."""
         token = self._token(check_name(name), permit)
-        self._record(keys=_keys(name), args=self._record_args(name, result, token), client=pipe)
-        return len(pipe.command_stack) - 1
+        return trip.script(self._record, _keys(name), self._record_args(name, result, token))
 
     def parse_record(self, name: str, reply: Any) -> Recorded:
         """The Recorded of a queued record's reply (an error reply: unavailable)."""
@@ -171,7 +163,7 @@ class RedisBreakers:
         return parse_recorded(name, reply)
 
     def unavailable_permit(self, name: str, error: BaseException | None = None) -> Permit:
-        """The on_redis_down policy's answer; use it when a batch holding an allow failed."""
+        """The on_redis_down policy's answer; use it when a trip holding an allow failed."""
         if error is not None:
             self._note_down(error)
         fail_open = self.settings.fail_open

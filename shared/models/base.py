@@ -6,11 +6,9 @@ retries are off and failures surface as the `shared.errors.ModelError` subclasse
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Annotated, Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from fleetline.shared.names import WorkerType
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation
 
 
 class ModelRequest(BaseModel):
@@ -20,7 +18,8 @@ class ModelRequest(BaseModel):
 
     model: str  # our key in the price table
     api_model: str  # the provider's id for it
-    worker_type: WorkerType
+    # The agent the call is for (the sim's answers and fault injection go by it).
+    worker_type: str
     instruction: str
     document: str
     max_output_tokens: int = Field(gt=0)
@@ -32,6 +31,8 @@ class ModelRequest(BaseModel):
     attempt: int = 1
     # Several documents answered in one call: the answer is {"items": [one per document]}.
     batch: tuple[str, ...] = ()
+    # The JSON schema of the agent's output model (built once per agent; not copied).
+    output_schema: Annotated[dict[str, Any] | None, SkipValidation] = None
 
 
 class ModelResponse(BaseModel):
@@ -53,7 +54,7 @@ class ModelClient(Protocol):
 
 
 SYSTEM_PROMPT = (
-    "You are a specialist agent in a research pipeline. Answer with one JSON object "
+    "You are a specialist agent of a multi-agent fleet. Answer with one JSON object "
     "that matches the schema named in the instruction, and nothing else."
 )
 

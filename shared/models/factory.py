@@ -26,7 +26,8 @@ def build_client(model_key: str, settings: FleetlineSettings) -> ModelClient:
     if spec.provider == "sim":
         from fleetline.shared.models.sim import SimClient
 
-        return SimClient(settings.sim)
+        answers = {name: a.sim for name, a in settings.fleet.agents.items() if a.sim}
+        return SimClient(settings.sim, answers)
     if spec.provider == "openai":
         if providers.openai_api_key is None:
             raise ConfigError(f"FLEETLINE_OPENAI_API_KEY is not set (model {model_key!r})")

@@ -16,10 +16,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from fleetline.producer.fleet import Fleet
 from fleetline.producer.submit import Producer
+from fleetline.producer.supervisor import Supervisor
 from fleetline.shared.embedded_redis import EmbeddedRedis, start_redis
-from fleetline.shared.names import WorkerType
 from fleetline.shared.schemas import JobResult
 from fleetline.shared.settings import FleetlineSettings, load_settings
 from fleetline.shared.state import StateStore
@@ -56,7 +55,7 @@ class RunningFleet:
 
     settings: FleetlineSettings
     producer: Producer
-    fleet: Fleet
+    fleet: Supervisor
     log_dir: Path
     env: dict[str, str] = field(default_factory=dict)
 
@@ -83,7 +82,7 @@ class RunningFleet:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             replies = app.control.ping(timeout=0.5) or []
-            seen = {next(iter(r)).split("-")[0] for r in replies}
+            seen = {next(iter(r)).rsplit("@", 1)[0].rsplit("-", 1)[0] for r in replies}
             if set(names) <= seen:
                 return
         raise AssertionError(f"workers {names} not ready: {self.logs()}")
@@ -106,7 +105,7 @@ def start_fleet(
     running: list[RunningFleet] = []
 
     def start(
-        worker_types: list[WorkerType] | None = None,
+        worker_types: list[str] | None = None,
         with_beat: bool = True,
         **env: str,
     ) -> RunningFleet:
@@ -114,14 +113,14 @@ def start_fleet(
             monkeypatch.setenv(name, value)
         settings = load_settings()
         child_env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        fleet = Fleet()
+        fleet = Supervisor()
         log_dir = tmp_path / f"logs-{len(running)}"
         log_dir.mkdir()
         fleet.start(settings, child_env, worker_types, with_beat, log_dir=str(log_dir))
         producer = Producer.from_settings(settings)
         handle = RunningFleet(settings, producer, fleet, log_dir, child_env)
         running.append(handle)
-        handle.wait_ready([wt.value for wt in worker_types or list(WorkerType)])
+        handle.wait_ready(worker_types or list(settings.fleet.worker_types))
         return handle
 
     yield start

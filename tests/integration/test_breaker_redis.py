@@ -19,7 +19,6 @@ import pytest
 import redis
 
 from fleetline.shared import keys
-from fleetline.shared.batch import Batch
 from fleetline.shared.breakers import (
     BreakerSettings,
     BreakerState,
@@ -31,6 +30,7 @@ from fleetline.shared.breakers import (
 )
 from fleetline.shared.embedded_redis import EmbeddedRedis, free_port, start_redis
 from fleetline.shared.errors import ProviderServerError
+from fleetline.shared.round_trip import RoundTrip
 
 pytestmark = pytest.mark.integration
 
@@ -308,17 +308,17 @@ def test_pipeline_forms_share_one_round_trip(make: Any, url: str) -> None:
     b = make()
     other = redis.Redis.from_url(url)
     try:
-        other.script_flush()  # the batch must repair a lost script on its own
-        batch = Batch(other)
-        batch.queue("INCR", "unrelated")
-        i = b.queue_allow(batch, NAME)
-        j = b.queue_record(batch, NAME, Result.FAILURE)
-        replies = batch.execute()
+        other.script_flush()  # the trip must repair a lost script on its own
+        trip = RoundTrip(other)
+        trip.queue("INCR", "unrelated")
+        i = b.queue_allow(trip, NAME)
+        j = b.queue_record(trip, NAME, Result.FAILURE)
+        replies = trip.execute()
         permit, recorded = b.parse_allow(NAME, replies[i]), b.parse_record(NAME, replies[j])
         assert permit.allowed and recorded.calls == 1
-        pipe = other.pipeline(transaction=False)
-        k = b.queue_record(pipe, NAME, Result.SUCCESS, permit)
-        assert b.parse_record(NAME, pipe.execute()[k]).calls == 2
+        again = RoundTrip(other)
+        k = b.queue_record(again, NAME, Result.SUCCESS, permit)
+        assert b.parse_record(NAME, again.execute()[k]).calls == 2
     finally:
         other.close()
 

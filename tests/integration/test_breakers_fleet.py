@@ -62,7 +62,7 @@ def test_breaker_opens_fleet_wide_falls_back_and_probes_once(
 
     # Four processes call the failing model together; their failures open one breaker.
     failing = wave(fleet, 0, 4)
-    assert {o.status for j in failing for o in j.subtasks if o.worker_type.value == "analysis"} == {
+    assert {o.status for j in failing for o in j.subtasks if o.worker_type == "analysis"} == {
         OutcomeStatus.FAILED
     }
     assert len({c["pid"] for c in analysis_calls(log, 0, "sim-large")}) > 1
@@ -72,7 +72,7 @@ def test_breaker_opens_fleet_wide_falls_back_and_probes_once(
     # While it is open no process calls that model: the cheaper tier's model serves.
     opened = time.time()
     served = wave(fleet, 10, 8)
-    analysis = [o for j in served for o in j.subtasks if o.worker_type.value == "analysis"]
+    analysis = [o for j in served for o in j.subtasks if o.worker_type == "analysis"]
     assert all(o.status is OutcomeStatus.OK for o in analysis)
     assert {(o.model, o.routed_from, o.route_reason) for o in analysis} == {
         ("sim-small", "sim-large", "circuit_open")
@@ -92,11 +92,11 @@ def test_breaker_opens_fleet_wide_falls_back_and_probes_once(
     outage.unlink()
     time.sleep(fleet.settings.breaker.reset_timeout_s + 0.5)
     recovered = wave(fleet, 30, 1)[0]
-    probe = next(o for o in recovered.subtasks if o.worker_type.value == "analysis")
+    probe = next(o for o in recovered.subtasks if o.worker_type == "analysis")
     assert (probe.model, probe.status) == ("sim-large", OutcomeStatus.OK)
     assert store.snapshot(BREAKER).state is BreakerState.CLOSED
     after = wave(fleet, 40, 2)
-    assert {o.model for j in after for o in j.subtasks if o.worker_type.value == "analysis"} == {
+    assert {o.model for j in after for o in j.subtasks if o.worker_type == "analysis"} == {
         "sim-large"
     }
 
@@ -117,7 +117,7 @@ def test_nothing_left_in_the_chain_ends_circuit_open_without_a_call(
     wave(fleet, 0, 2)  # classification has one model (sim-small): it fails and opens
     opened = time.time()
     job = wave(fleet, 10, 1)[0]
-    classified = [o for o in job.subtasks if o.worker_type.value == "classification"]
+    classified = [o for o in job.subtasks if o.worker_type == "classification"]
     assert {o.status for o in classified} == {OutcomeStatus.CIRCUIT_OPEN}
     assert all(o.latency_ms < 100 and o.cost_usd == 0 for o in classified)
     made = [json.loads(line) for line in log.read_text().splitlines()]

@@ -13,6 +13,7 @@ import redis
 
 from fleetline.shared import keys
 from fleetline.shared.cache import Hit, Lease, ResultCache, Wait, cache_key, parse_lookup
+from fleetline.shared.round_trip import RoundTrip
 
 pytestmark = pytest.mark.integration
 
@@ -96,15 +97,15 @@ def test_a_waiter_gives_up_at_its_own_timeout(client: redis.Redis) -> None:
     assert time.monotonic() - started < 2
 
 
-def test_the_lookup_can_ride_a_pipeline(client: redis.Redis) -> None:
+def test_the_lookup_can_ride_a_round_trip(client: redis.Redis) -> None:
     cache = ResultCache(client)
-    pipe = client.pipeline(transaction=False)
-    pipe.ping()
-    cache.queue_lookup(pipe, _key("a"), 5000)
-    cache.queue_lookup(pipe, _key("a"), 5000)
-    _, first, second = pipe.execute()
-    assert isinstance(parse_lookup(first), Lease)
-    assert isinstance(parse_lookup(second), Wait)
+    trip = RoundTrip(client)
+    trip.queue("PING")
+    first = cache.queue_lookup(trip, _key("a"), 5000)
+    second = cache.queue_lookup(trip, _key("a"), 5000)
+    replies = trip.execute()
+    assert isinstance(parse_lookup(replies[first]), Lease)
+    assert isinstance(parse_lookup(replies[second]), Wait)
 
 
 # -- single flight across threads and processes -------------------------------------------------

@@ -15,7 +15,6 @@ from fleetline.shared.deadletters import DeadLetterStore
 from fleetline.shared.embedded_redis import free_port
 from fleetline.shared.killswitch import KillSwitches
 from fleetline.shared.ledger import Ledger, SpendSettings, scopes_for
-from fleetline.shared.names import WorkerType
 from fleetline.shared.settings import get_settings
 from tests.integration.conftest import FleetFactory
 
@@ -163,7 +162,7 @@ def wait_for_letters(store: DeadLetterStore, count: int, exclude: set[str]) -> l
 def test_dlq_list_show_replay_and_purge(
     start_fleet: FleetFactory, redis_client: redis.Redis
 ) -> None:
-    fleet = start_fleet(worker_types=[WorkerType.EXTRACTION], with_beat=False)
+    fleet = start_fleet(worker_types=["extraction"], with_beat=False)
     store = DeadLetterStore(redis_client, 100)
     fleet.producer.app.send_task("fleetline.no_such_task", args=({"x": 1},), queue="extraction")
     [first] = wait_for_letters(store, 1, set())

@@ -62,7 +62,7 @@ def test_budget_downgrades_to_a_cheaper_tier_before_refusing(start_fleet: FleetF
     receipt = fleet.producer.submit(brief(2, budget_usd=0.006))
     job = fleet.wait(receipt.job_id)
 
-    analysis = next(o for o in job.subtasks if o.worker_type.value == "analysis")
+    analysis = next(o for o in job.subtasks if o.worker_type == "analysis")
     assert analysis.status is OutcomeStatus.OK
     assert (analysis.model, analysis.routed_from, analysis.route_reason) == (
         "sim-small",
@@ -142,7 +142,7 @@ def test_eight_classifications_share_one_call_with_costs_that_add_up(
     )
     job = fleet.wait(fleet.producer.submit(brief(8, latency_profile="batch")).job_id)
 
-    classified = [o for o in job.subtasks if o.worker_type.value == "classification"]
+    classified = [o for o in job.subtasks if o.worker_type == "classification"]
     assert len(classified) == 8 and all(o.status is OutcomeStatus.OK for o in classified)
     made = [c for c in calls(log) if c["worker_type"] == "classification"]
     assert len(made) == 1 and made[0]["batch"] == 8, made
@@ -171,7 +171,7 @@ def test_a_failed_batch_falls_back_to_single_calls(
         FLEETLINE_WORKERS__CLASSIFICATION__BATCH_MAX_WAIT_MS="2000",
     )
     job = fleet.wait(fleet.producer.submit(brief(4, latency_profile="batch")).job_id)
-    classified = [o for o in job.subtasks if o.worker_type.value == "classification"]
+    classified = [o for o in job.subtasks if o.worker_type == "classification"]
     assert all(o.status is OutcomeStatus.OK and o.batch_size == 0 for o in classified)
     made = [c for c in calls(log) if c["worker_type"] == "classification"]
     batched = [c for c in made if c["batch"]]

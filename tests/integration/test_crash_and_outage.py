@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from fleetline.shared.embedded_redis import start_redis
-from fleetline.shared.names import WorkerType
 from fleetline.shared.schemas import JobStatus, OutcomeStatus
 from tests.integration.conftest import FleetFactory
 
@@ -23,8 +22,8 @@ SHORT_LIMITS = {
     "FLEETLINE_CELERY_VISIBILITY_TIMEOUT_S": "8",
     "FLEETLINE_CELERY_UNACKED_RESTORE_INTERVAL_S": "1",
     **{
-        f"FLEETLINE_WORKERS__{wt.name}__{field}": value
-        for wt in WorkerType
+        f"FLEETLINE_WORKERS__{name.upper()}__{field}": value
+        for name in ("extraction", "classification", "analysis", "synthesis")
         for field, value in (
             ("SOFT_TIME_LIMIT_S", "4"),
             ("TIME_LIMIT_S", "5"),
@@ -69,7 +68,7 @@ def test_whole_worker_sigkill_mid_job_completes_and_charges_once(
     assert fleet.fleet.restarts == {"analysis": 1}
     made = [json.loads(line) for line in log.read_text().splitlines()]
     assert sum(1 for c in made if c["worker_type"] == "analysis") == 2, "redelivered and run again"
-    analysis = [o for o in job.subtasks if o.worker_type.value == "analysis"]
+    analysis = [o for o in job.subtasks if o.worker_type == "analysis"]
     assert len(analysis) == 1 and analysis[0].status is OutcomeStatus.OK
     assert job.cost_usd == pytest.approx(sum(o.cost_usd for o in job.subtasks)), "charged once"
     # Restored after the visibility timeout (8 s) plus one restore sweep, not sooner.

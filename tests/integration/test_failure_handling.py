@@ -67,7 +67,7 @@ def test_invalid_output_past_the_corrections_ends_invalid_and_stays_out(
     receipt = fleet.producer.submit(brief(2, deadline_s=30))
     job = fleet.wait(receipt.job_id)
 
-    classified = [o for o in job.subtasks if o.worker_type.value == "classification"]
+    classified = [o for o in job.subtasks if o.worker_type == "classification"]
     assert {o.status for o in classified} == {OutcomeStatus.INVALID_OUTPUT}
     assert all(o.output is None and o.error and o.cost_usd > 0 for o in classified)
     assert job.status is JobStatus.DEGRADED
@@ -85,9 +85,9 @@ def test_watchdog_answers_on_time_with_classification_stalled(start_fleet: Fleet
 
     assert job.status is JobStatus.DEGRADED
     assert finished_at - started <= 8 + 1, f"finalised {finished_at - started:.2f}s after submit"
-    classified = [o for o in job.subtasks if o.worker_type.value == "classification"]
+    classified = [o for o in job.subtasks if o.worker_type == "classification"]
     assert all(o.status is OutcomeStatus.TIMED_OUT for o in classified)
-    extracted = [o for o in job.subtasks if o.worker_type.value == "extraction"]
+    extracted = [o for o in job.subtasks if o.worker_type == "extraction"]
     assert all(o.status is OutcomeStatus.OK for o in extracted)
     assert 0 < job.completeness < 1
 
@@ -112,7 +112,7 @@ def test_poison_messages_are_dead_lettered_while_other_jobs_flow(
             routing_key="extraction",
             content_type="application/json",
             content_encoding="utf-8",
-            headers={"task": "fleetline.extraction", "id": "garbage-1"},
+            headers={"task": "extraction", "id": "garbage-1"},
         )
     poisoned = fleet.producer.submit(brief(1, marker="#crash-me", deadline_s=40))
     healthy = [fleet.producer.submit(brief(2, deadline_s=40)) for _ in range(3)]
@@ -121,7 +121,7 @@ def test_poison_messages_are_dead_lettered_while_other_jobs_flow(
         assert fleet.wait(receipt.job_id).status is JobStatus.SUCCEEDED, fleet.logs()
     job = fleet.wait(poisoned.job_id)
     assert job.status is JobStatus.DEGRADED, fleet.logs()
-    extraction = next(o for o in job.subtasks if o.worker_type.value == "extraction")
+    extraction = next(o for o in job.subtasks if o.worker_type == "extraction")
     assert extraction.status is OutcomeStatus.FAILED and extraction.error
     assert extraction.error.category == "poison"
 

@@ -53,11 +53,11 @@ def test_research_brief_succeeds_with_expected_subtasks(start_fleet: FleetFactor
     assert sum(1 for i in ids if i.startswith("analyse-")) == -(-n_docs // 4)
     assert "synthesis" in ids
     assert all(o.status is OutcomeStatus.OK for o in job.subtasks)
-    assert job.result is not None and job.result["brief"]
+    assert job.result is not None and job.result["answer"]["brief"]
     # The job's cost is exactly what its subtasks were charged.
     assert job.cost_usd == pytest.approx(sum(o.cost_usd for o in job.subtasks))
     assert all(o.tokens_in > 0 and o.tokens_out > 0 and o.cost_usd > 0 for o in job.subtasks)
-    models = {o.worker_type.value: o.model for o in job.subtasks}
+    models = {o.worker_type: o.model for o in job.subtasks}
     assert models == {
         "extraction": "sim-small",
         "classification": "sim-small",
@@ -128,7 +128,7 @@ def test_pool_child_sigkilled_mid_subtask_job_completes_charged_once(
     assert job.status is JobStatus.SUCCEEDED, fleet.logs()
     calls = [json.loads(line) for line in call_log.read_text().splitlines()]
     assert sum(1 for c in calls if c["worker_type"] == "analysis") == 2, "the subtask ran twice"
-    analysis = [o for o in job.subtasks if o.worker_type.value == "analysis"]
+    analysis = [o for o in job.subtasks if o.worker_type == "analysis"]
     assert len(analysis) == 1 and analysis[0].status is OutcomeStatus.OK
     recorded = [
         e for e in fleet.store.audit(receipt.job_id) if e.fields.get("subtask") == "analyse-0"

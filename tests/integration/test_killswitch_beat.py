@@ -20,14 +20,14 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
-from fleetline.beat.killswitch_task import enforce, read_enforcement
+from fleetline.beat.enforcement import enforce, pausable_queues
 from fleetline.producer.cli import app as cli
-from fleetline.producer.fleet import beat_command
+from fleetline.producer.supervisor import beat_command
 from fleetline.shared import keys
 from fleetline.shared.errors import KillSwitchTripped
-from fleetline.shared.killswitch import KillSwitches, SwitchState
+from fleetline.shared.killswitch import KillSwitches, SwitchState, read_enforcement
 from fleetline.shared.ledger import Ledger, SpendSettings, Window, scopes_for
-from fleetline.shared.names import WorkerType
+from fleetline.shared.names import HOUSEKEEPING_QUEUE
 from fleetline.shared.schemas import JobStatus
 from fleetline.shared.settings import get_settings
 from tests.integration.conftest import FleetFactory, RunningFleet
@@ -84,14 +84,22 @@ def test_a_check_trips_once_pauses_the_covered_queues_and_resumes_them(
     spend(redis_client, 0.01)
     reported: list[SwitchState] = []
     control = FakeControl()
+    # As a producer records it: fan-outs end on synthesis, so no switch pauses it.
+    redis_client.sadd(keys.fan_in_queues(), "synthesis")
+    pausable = pausable_queues(redis_client, [*SUBTASK_QUEUES, "synthesis"])
+    assert set(pausable) == SUBTASK_QUEUES
 
-    first = enforce(redis_client, SpendSettings(daily_usd=0.005), control, report=reported.append)
+    first = enforce(
+        redis_client, SpendSettings(daily_usd=0.005), control, pausable, report=reported.append
+    )
     assert [(s.scope, s.window) for s in first.tripped] == [("fleet", Window.DAY)]
     assert [s.scope for s in reported] == ["fleet"]
     assert "limit $0.005" in reported[0].reason
     assert set(control.paused) == SUBTASK_QUEUES and "synthesis" not in control.paused
 
-    again = enforce(redis_client, SpendSettings(daily_usd=0.005), control, report=reported.append)
+    again = enforce(
+        redis_client, SpendSettings(daily_usd=0.005), control, pausable, report=reported.append
+    )
     assert again.tripped == [] and len(reported) == 1, "a tripped switch is reported once"
     assert again.newly_paused == [] and again.resumed == []
 
@@ -99,7 +107,9 @@ def test_a_check_trips_once_pauses_the_covered_queues_and_resumes_them(
     KillSwitches(redis_client).trip("worker_type:analysis", "hour", "by hand")
     KillSwitches(redis_client).trip("tenant:acme", "hour", "by hand")
     control = FakeControl()
-    after = enforce(redis_client, SpendSettings(daily_usd=1.0), control, report=reported.append)
+    after = enforce(
+        redis_client, SpendSettings(daily_usd=1.0), control, pausable, report=reported.append
+    )
     assert after.tripped == []
     assert sorted(after.resumed) == ["classification", "extraction"]
     assert control.paused == ["analysis"]
@@ -142,7 +152,9 @@ def test_beat_trips_the_switch_refuses_jobs_pauses_queues_and_a_reset_resumes(
         15,
         "subtask queues paused",
     )
-    assert paused["synthesis"] == {"synthesis"}, "synthesis keeps running"
+    assert paused["synthesis"] == {"synthesis", HOUSEKEEPING_QUEUE}, "synthesis keeps running"
+    # Every worker keeps its housekeeping queue, where the deadline watchdog runs.
+    assert all(HOUSEKEEPING_QUEUE in queues for queues in paused.values())
     status = json.loads(runner.invoke(cli, ["killswitch", "status", "--json"]).stdout)
     assert [s["scope"] for s in status["switches"]] == ["fleet"]
     assert set(status["paused_queues"]) == SUBTASK_QUEUES
@@ -161,11 +173,15 @@ def test_beat_trips_the_switch_refuses_jobs_pauses_queues_and_a_reset_resumes(
     assert reset.exit_code == 0, reset.output
     assert "reset fleet (day)" in reset.stdout
     resumed = until(
-        lambda: (q := consumed(after)) and all(q.get(wt) == {wt} for wt in SUBTASK_QUEUES) and q,
+        lambda: (
+            (q := consumed(after))
+            and all(q.get(wt) == {wt, HOUSEKEEPING_QUEUE} for wt in SUBTASK_QUEUES)
+            and q
+        ),
         15,
         "subtask queues resumed",
     )
-    assert resumed["synthesis"] == {"synthesis"}, "a resume never spreads to other workers"
+    assert resumed["synthesis"] == {"synthesis", HOUSEKEEPING_QUEUE}, "a resume stays home"
     job = after.wait(after.producer.submit(brief(2, deadline_s=30)).job_id)
     assert job.status is JobStatus.SUCCEEDED, after.logs()
     assert read_enforcement(redis_client).paused == {}
@@ -174,7 +190,7 @@ def test_beat_trips_the_switch_refuses_jobs_pauses_queues_and_a_reset_resumes(
 def test_a_second_beat_never_schedules_twice(
     start_fleet: FleetFactory, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
-    fleet = start_fleet(worker_types=[WorkerType.SYNTHESIS], FLEETLINE_KILLSWITCH_INTERVAL_S="1")
+    fleet = start_fleet(worker_types=["synthesis"], FLEETLINE_KILLSWITCH_INTERVAL_S="1")
     until(lambda: read_enforcement(redis_client).checks >= 1, 15, "first check")
     second_log = tmp_path / "beat-2.log"
     with second_log.open("ab") as out:

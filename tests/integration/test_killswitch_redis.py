@@ -14,6 +14,7 @@ from fleetline.shared import keys
 from fleetline.shared.embedded_redis import EmbeddedRedis, start_redis
 from fleetline.shared.killswitch import KillSwitches, parse_active_for
 from fleetline.shared.ledger import Ledger, SpendSettings, Window, scopes_for
+from fleetline.shared.round_trip import RoundTrip
 
 pytestmark = pytest.mark.integration
 
@@ -89,12 +90,11 @@ def test_active_for_finds_only_the_switches_that_apply(client: redis.Redis) -> N
     assert found is not None
     assert found.reason == "analysis loop"
     switches.trip("fleet", "hour", "fleet limit", now=NOW)
-    # The pipeline form: one MGET queued with the other guards.
-    pipe = client.pipeline(transaction=False)
-    pipe.ping()
-    switches.queue_active_for(pipe, "zeta", None)
-    _, reply = pipe.execute()
-    found = parse_active_for(reply, now=NOW)
+    # The round-trip form: one MGET queued with the other guards.
+    trip = RoundTrip(client)
+    trip.queue("PING")
+    index = switches.queue_active_for(trip, "zeta", None)
+    found = parse_active_for(trip.execute()[index], now=NOW)
     assert found is not None
     assert found.scope == "fleet"
 

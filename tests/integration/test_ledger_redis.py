@@ -20,6 +20,7 @@ from fleetline.shared.ledger import (
     parse_settle,
     scopes_for,
 )
+from fleetline.shared.round_trip import RoundTrip
 
 pytestmark = pytest.mark.integration
 
@@ -157,17 +158,17 @@ def test_window_counters_expire_just_after_their_window(client: redis.Redis) -> 
 def test_pipeline_forms_share_a_round_trip_with_other_guards(client: redis.Redis) -> None:
     ledger = Ledger(client)
     scopes = _scopes(SpendSettings(daily_usd=1))
-    pipe = client.pipeline(transaction=False)
-    pipe.get("some-other-guard")
-    ledger.queue_reserve(pipe, "c1", 0.5, 100, scopes, model="m", now=NOW)
-    ledger.queue_reserve(pipe, "c2", 0.6, 100, scopes, model="m", now=NOW)
-    _, first, second = pipe.execute()
-    assert parse_reserve(first).ok
-    assert not parse_reserve(second).ok
-    pipe = client.pipeline(transaction=False)
-    ledger.queue_settle(pipe, "c1", 0.25, 80, now=NOW)
-    ledger.queue_release(pipe, "c2")
-    settled, released = (parse_settle(r) for r in pipe.execute())
+    trip = RoundTrip(client)
+    trip.queue("GET", "some-other-guard")
+    first = ledger.queue_reserve(trip, "c1", 0.5, 100, scopes, model="m", now=NOW)
+    second = ledger.queue_reserve(trip, "c2", 0.6, 100, scopes, model="m", now=NOW)
+    replies = trip.execute()
+    assert parse_reserve(replies[first]).ok
+    assert not parse_reserve(replies[second]).ok
+    trip = RoundTrip(client)
+    i, j = ledger.queue_settle(trip, "c1", 0.25, 80, now=NOW), ledger.queue_release(trip, "c2")
+    replies = trip.execute()
+    settled, released = parse_settle(replies[i]), parse_settle(replies[j])
     assert settled.applied
     assert released.state == "unknown"
     assert ledger.spend_report("day", NOW).fleet.spent_usd == pytest.approx(0.25)

@@ -29,7 +29,6 @@ from fleetline.shared.models.anthropic_client import AnthropicClient
 from fleetline.shared.models.base import ModelClient, ModelRequest
 from fleetline.shared.models.http_errors import parse_retry_after
 from fleetline.shared.models.openai_client import OpenAIClient
-from fleetline.shared.names import WorkerType
 
 pytestmark = pytest.mark.integration
 
@@ -162,7 +161,7 @@ def _request(timeout_s: float = 5.0) -> ModelRequest:
     return ModelRequest(
         model="our-key",
         api_model="provider-model-id",
-        worker_type=WorkerType.CLASSIFICATION,
+        worker_type="classification",
         instruction="Classify the document.",
         document=DOCUMENT,
         max_output_tokens=123,

@@ -8,15 +8,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
+from fleetline.producer import cli_render as render
 from fleetline.producer.cli import app
 from fleetline.shared.embedded_redis import free_port
+from fleetline.shared.schemas import JobResult, JobStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "ops" / "samples" / "research_brief.json"
 
 runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def no_local_redis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `fleetline up` someone runs in the repository is never found by these tests."""
+    monkeypatch.setenv("FLEETLINE_REDIS_EMBEDDED_DIR", str(tmp_path / "redis"))
 
 
 def valid_spec() -> dict[str, Any]:
@@ -142,12 +151,99 @@ def test_reading_a_job_with_redis_down_exits_4(
 
 def test_bundled_sample_is_a_valid_spec() -> None:
     from fleetline.producer.submit import parse_spec
-    from fleetline.shared.settings import FleetlineSettings
+    from fleetline.shared.settings import load_settings
 
-    spec, plan = parse_spec(json.loads(SAMPLE.read_text()), FleetlineSettings())
+    spec, plan = parse_spec(json.loads(SAMPLE.read_text()), load_settings())
 
     assert spec.kind == "research_brief"
     assert len(plan.subtasks) >= 5
+    assert plan.then.worker_type == "synthesis"
+
+
+@pytest.mark.parametrize("flag", ["--app", "-A"])
+def test_an_app_that_does_not_load_exits_2_naming_it(tmp_path: Path, flag: str) -> None:
+    result = runner.invoke(app, ["submit", write(tmp_path, valid_spec()), flag, "nope:fleet"])
+
+    assert result.exit_code == 2, result.output
+    assert "nope:fleet" in result.stderr
+
+
+def test_the_app_may_come_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLEETLINE_APP", "fleetline.examples.research:missing")
+
+    result = runner.invoke(app, ["submit", write(tmp_path, valid_spec())])
+
+    assert result.exit_code == 2, result.output
+    assert "fleetline.examples.research:missing" in result.stderr
+
+
+def test_a_kind_of_another_app_is_refused_naming_the_known_ones(tmp_path: Path) -> None:
+    spec = valid_spec()
+    spec["kind"] = "weekly_digest"
+
+    result = runner.invoke(
+        app, ["submit", write(tmp_path, spec), "--app", "fleetline.examples.research:fleet"]
+    )
+
+    assert result.exit_code == 2, result.output
+    assert "weekly_digest" in result.stderr
+    assert "research_brief" in result.stderr
+
+
+def test_a_worker_for_an_unknown_agent_exits_2_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLEETLINE_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+
+    result = runner.invoke(app, ["worker", "--agents", "extraction, summariser"])
+
+    assert result.exit_code == 2, result.output
+    assert "'summariser'" in result.stderr
+    assert "--agents" in result.stderr
+    assert "extraction" in result.stderr  # among the known ones
+
+
+def _rendered(job: JobResult) -> str:
+    console = Console(record=True, width=100)
+    console.print(render.answer(job))
+    return console.export_text()
+
+
+def _job(result: dict[str, Any] | None) -> JobResult:
+    return JobResult(
+        job_id="j1",
+        kind="research_brief",
+        tenant="t1",
+        status=JobStatus.DEGRADED,
+        completeness=0.5,
+        result=result,
+    )
+
+
+def test_the_answer_shown_is_the_then_steps_output() -> None:
+    text = _rendered(
+        _job(
+            {
+                "answer": {"brief": "Acme grew.", "key_points": ["Revenue rose 12%."]},
+                "missing": ["classify-b"],
+                "unusable": ["extract-a"],
+            }
+        )
+    )
+
+    assert "Acme grew." in text
+    assert "Key points" in text
+    assert "• Revenue rose 12%." in text
+    assert "missing: classify-b" in text
+    assert "unusable: extract-a" in text
+
+
+@pytest.mark.parametrize("result", [None, {}, {"brief": "a top-level brief is not shown"}])
+def test_without_an_answer_the_result_says_so(result: dict[str, Any] | None) -> None:
+    text = _rendered(_job(result))
+
+    assert "No answer was written." in text
+    assert "top-level brief" not in text
 
 
 @pytest.mark.parametrize(

@@ -9,17 +9,18 @@ from fleetline.shared.errors import (
     ModelTimeout,
     ProviderServerError,
     RateLimited,
-    RetryableModelError,
+    RetryableStepError,
+    RetryableToolError,
+    ToolTimeout,
 )
-from fleetline.shared.names import Tier
-from fleetline.shared.settings import WorkerTypeSettings
+from fleetline.shared.policy import WorkerPolicy
 from fleetline.workers.retry import retry_delay_s
 
-POLICY = WorkerTypeSettings(tier=Tier.CHEAP, retry_backoff_s=0.5, retry_backoff_max_s=30.0)
+POLICY = WorkerPolicy(tier="cheap", retry_backoff_s=0.5, retry_backoff_max_s=30.0)
 DRAWS = 200
 
 
-def _delays(exc: RetryableModelError, attempt: int, policy: WorkerTypeSettings) -> list[float]:
+def _delays(exc: RetryableStepError, attempt: int, policy: WorkerPolicy) -> list[float]:
     return [retry_delay_s(exc, attempt, policy) for _ in range(DRAWS)]
 
 
@@ -47,11 +48,19 @@ def test_retry_after_on_any_retryable_error_is_honoured() -> None:
 
 
 @pytest.mark.parametrize(
-    "exc", [RateLimited("no header"), ProviderServerError(), ModelTimeout(), ModelConnectionError()]
+    "exc",
+    [
+        RateLimited("no header"),
+        ProviderServerError(),
+        ModelTimeout(),
+        ModelConnectionError(),
+        RetryableToolError("flaky"),
+        ToolTimeout(),
+    ],
 )
 @pytest.mark.parametrize("attempt", [1, 2, 3, 4, 6])
 def test_backoff_doubles_per_attempt_with_jitter_in_the_upper_half(
-    exc: RetryableModelError, attempt: int
+    exc: RetryableStepError, attempt: int
 ) -> None:
     ceiling = POLICY.retry_backoff_s * 2 ** (attempt - 1)
     delays = _delays(exc, attempt, POLICY)
@@ -75,12 +84,12 @@ def test_backoff_is_capped_at_the_maximum(attempt: int) -> None:
 
 
 def test_a_lower_cap_from_settings_applies() -> None:
-    policy = WorkerTypeSettings(tier=Tier.CHEAP, retry_backoff_s=1.0, retry_backoff_max_s=3.0)
+    policy = WorkerPolicy(tier="cheap", retry_backoff_s=1.0, retry_backoff_max_s=3.0)
     assert all(1.5 <= d <= 3.0 for d in _delays(ModelTimeout(), 5, policy))
     capped = retry_delay_s(RateLimited(retry_after_s=10.0), 1, policy)
     assert capped == 3.0
 
 
 def test_zero_backoff_retries_at_once() -> None:
-    policy = WorkerTypeSettings(tier=Tier.CHEAP, retry_backoff_s=0.0)
+    policy = WorkerPolicy(tier="cheap", retry_backoff_s=0.0)
     assert _delays(ProviderServerError(), 4, policy) == [0.0] * DRAWS

@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from fleetline.shared.names import Tier, WorkerType
 from fleetline.shared.schemas import (
     JobSpec,
     JobStatus,
     OutcomeStatus,
+    StepKind,
     SubtaskOutcome,
     SubtaskPayload,
     SubtaskSpec,
@@ -131,7 +131,7 @@ def test_every_job_status_is_classified() -> None:
 
 def test_outcome_defaults_are_an_uncharged_first_attempt() -> None:
     outcome = SubtaskOutcome(
-        subtask_id="extract-a", worker_type=WorkerType.EXTRACTION, status=OutcomeStatus.OK
+        subtask_id="extract-a", worker_type="extraction", status=OutcomeStatus.OK
     )
     assert (outcome.tokens_in, outcome.tokens_out, outcome.cost_usd) == (0, 0, 0.0)
     assert outcome.attempts == 1
@@ -159,7 +159,7 @@ def test_outcome_survives_the_json_wire() -> None:
     back = SubtaskOutcome.model_validate_json(outcome.model_dump_json())
     assert back == outcome
     assert back.status is OutcomeStatus.INVALID_OUTPUT
-    assert back.worker_type is WorkerType.ANALYSIS
+    assert back.worker_type == "analysis"
 
 
 def test_outcome_refuses_unknown_status_and_extra_fields() -> None:
@@ -179,8 +179,8 @@ def test_payload_survives_the_json_wire() -> None:
         deadline_at=1_700_000_000.25,
         subtask=SubtaskSpec(
             id="extract-a",
-            worker_type=WorkerType.EXTRACTION,
-            tier=Tier.CHEAP,
+            worker_type="extraction",
+            tier="cheap",
             instruction="why?",
             text="doc",
             max_output_tokens=400,
@@ -193,10 +193,41 @@ def test_subtask_output_limit_must_be_positive() -> None:
     with pytest.raises(ValidationError) as info:
         SubtaskSpec(
             id="x",
-            worker_type=WorkerType.EXTRACTION,
-            tier=Tier.CHEAP,
+            worker_type="extraction",
+            tier="cheap",
             instruction="q",
             text="t",
             max_output_tokens=0,
         )
     assert [e["loc"] for e in info.value.errors()] == [("max_output_tokens",)]
+
+
+@pytest.mark.parametrize(
+    "name", ["Extraction", "fleetline.fan_in", "1st", "", "a" * 49, "with-dash", "with space"]
+)
+def test_subtask_worker_type_must_be_an_agent_or_tool_name(name: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        SubtaskSpec(id="x", worker_type=name)
+    assert [e["loc"] for e in info.value.errors()] == [("worker_type",)]
+
+
+def test_an_agent_step_is_the_default_kind() -> None:
+    spec = SubtaskSpec(id="extract-a", worker_type="extraction", tier="cheap", instruction="q")
+    assert spec.kind is StepKind.AGENT
+    assert spec.args is None
+    assert not spec.critical
+
+
+def test_a_tool_step_carries_its_arguments_over_the_wire() -> None:
+    spec = SubtaskSpec(
+        id="lookup-1",
+        worker_type="lookup",
+        kind=StepKind.TOOL,
+        args={"ticker": "ACME", "years": [2022, 2023], "deep": {"ok": True}},
+        critical=True,
+    )
+    back = SubtaskSpec.model_validate_json(spec.model_dump_json())
+    assert back == spec
+    assert back.kind is StepKind.TOOL
+    assert back.tier is None
+    assert back.args == {"ticker": "ACME", "years": [2022, 2023], "deep": {"ok": True}}

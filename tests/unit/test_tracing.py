@@ -22,7 +22,7 @@ def event() -> dict[str, Any]:
         "contexts": {"runtime": {"name": "CPython"}, "trace": {"trace_id": "abc"}},
         "extra": {
             "celery-job": {
-                "task_name": "fleetline.extraction",
+                "task_name": "extraction",
                 "args": [
                     {
                         "job_id": "j1",
@@ -32,6 +32,7 @@ def event() -> dict[str, Any]:
                 ],
                 "kwargs": {
                     "context": {
+                        "then": {"id": "synthesis", "text": DOCUMENT, "instruction": DOCUMENT},
                         "synthesis": {"prompt": DOCUMENT},
                         "documents": [{"id": "d0", "text": DOCUMENT}],
                     }
@@ -54,6 +55,8 @@ def test_before_send_scrubs_nested_prompts_documents_and_keys() -> None:
     assert job["args"][0]["subtask"]["text"] == FILTERED
     assert job["args"][0]["subtask"]["instruction"] == FILTERED
     assert job["kwargs"]["context"]["synthesis"]["prompt"] == FILTERED
+    then = job["kwargs"]["context"]["then"]
+    assert (then["id"], then["text"], then["instruction"]) == ("synthesis", FILTERED, FILTERED)
     assert job["kwargs"]["context"]["documents"] == FILTERED
     assert cleaned["extra"]["request"]["headers"] == {
         "X-Api-Key": FILTERED,
@@ -70,7 +73,7 @@ def test_before_send_keeps_what_is_needed_to_triage() -> None:
     assert cleaned["message"] == original["message"]
     assert cleaned["tags"] == {"scope": "fleet", "window": "day"}
     assert cleaned["contexts"] == original["contexts"]
-    assert cleaned["extra"]["celery-job"]["task_name"] == "fleetline.extraction"
+    assert cleaned["extra"]["celery-job"]["task_name"] == "extraction"
     assert cleaned["extra"]["celery-job"]["args"][0]["job_id"] == "j1"
     assert original["extra"]["celery-job"]["args"][0]["subtask"]["text"] == DOCUMENT, (
         "the event passed in is not modified"
@@ -119,3 +122,23 @@ def test_the_dsn_is_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = FleetlineSettings()
     assert isinstance(settings.sentry_dsn, SecretStr)
     assert "public" not in repr(settings)
+
+
+def test_a_tool_steps_arguments_are_scrubbed_too() -> None:
+    secret = "jane.doe@example.com"
+    tool_event = {
+        "extra": {
+            "celery-job": {
+                "task_name": "crm_lookup",
+                "args": [
+                    {
+                        "job_id": "j1",
+                        "subtask": {"id": "lookup-1", "kind": "tool", "args": {"email": secret}},
+                    }
+                ],
+            }
+        }
+    }
+    cleaned = scrub_event(tool_event, {})  # type: ignore[arg-type]
+    assert cleaned["extra"]["celery-job"]["args"][0]["job_id"] == "j1"
+    assert secret not in repr(cleaned)

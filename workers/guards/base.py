@@ -6,11 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from fleetline.shared.batch import Batch
+from fleetline.shared.round_trip import RoundTrip
 from fleetline.shared.schemas import SubtaskOutcome
 
 if TYPE_CHECKING:
-    from fleetline.workers.pipeline import SubtaskRun
+    from fleetline.workers.run import SubtaskRun
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class Reroute:
     reason: str
 
 
-# Reads the batch's replies: an outcome ends the subtask there, a Reroute moves it to the
+# Reads the trip's replies: an outcome ends the subtask there, a Reroute moves it to the
 # next model, None lets it go on.
 Check = Callable[[list[Any]], SubtaskOutcome | Reroute | None]
 
@@ -35,15 +35,15 @@ class Guard(Protocol):
 
     per_model: bool
 
-    def before(self, run: SubtaskRun, batch: Batch) -> Check:
+    def before(self, run: SubtaskRun, trip: RoundTrip) -> Check:
         """Queue what this guard needs to know; return the check of its replies."""
         ...
 
-    def after(self, run: SubtaskRun, outcome: SubtaskOutcome | None, batch: Batch) -> None:
+    def after(self, run: SubtaskRun, outcome: SubtaskOutcome | None, trip: RoundTrip) -> None:
         """Queue this guard's closing writes; `outcome` is None when its hold goes unused
         (the run will retry, or moved to another model).
 
-        It may be called again with the same arguments when Redis failed the first batch,
+        It may be called again with the same arguments when Redis failed the first trip,
         so it queues idempotent writes and changes no state of its own.
         """
         ...

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fleetline.shared.batch import Batch
 from fleetline.shared.breakers import Permit, Result, breaker_name
-from fleetline.shared.errors import RetryableModelError
+from fleetline.shared.errors import RetryableStepError
+from fleetline.shared.round_trip import RoundTrip
 from fleetline.shared.schemas import OutcomeStatus, SubtaskOutcome
 from fleetline.workers.guards.base import Check, Reroute
 
 if TYPE_CHECKING:
-    from fleetline.workers.pipeline import SubtaskRun
+    from fleetline.workers.run import SubtaskRun
 
 # Error categories that are the provider's fault: these open breakers.
 PROVIDER_FAILURES = frozenset({"rate_limited", "server_error", "timeout", "connection_error"})
@@ -30,10 +30,10 @@ class BreakerGuard:
         self.permit: Permit | None = None
         self.name = ""
 
-    def before(self, run: SubtaskRun, batch: Batch) -> Check:
-        self.name = breaker_name(run.payload.subtask.worker_type.value, run.model)
+    def before(self, run: SubtaskRun, trip: RoundTrip) -> Check:
+        self.name = breaker_name(run.payload.subtask.worker_type, run.model)
         self.permit = None
-        index = run.runtime.breakers.queue_allow(batch, self.name)
+        index = run.runtime.breakers.queue_allow(trip, self.name)
         name = self.name
 
         def check(replies: list[Any]) -> SubtaskOutcome | Reroute | None:
@@ -50,17 +50,17 @@ class BreakerGuard:
 
         return check
 
-    def after(self, run: SubtaskRun, outcome: SubtaskOutcome | None, batch: Batch) -> None:
+    def after(self, run: SubtaskRun, outcome: SubtaskOutcome | None, trip: RoundTrip) -> None:
         permit = self.permit
         if permit is None or not permit.allowed or permit.unavailable:
             return
-        run.runtime.breakers.queue_record(batch, self.name, _result(run, outcome), permit)
+        run.runtime.breakers.queue_record(trip, self.name, _result(run, outcome), permit)
 
 
 def _result(run: SubtaskRun, outcome: SubtaskOutcome | None) -> Result:
     """What the call says about the provider's health; RELEASE when it says nothing."""
     if outcome is None:
-        failed = isinstance(run.call_error, RetryableModelError) and run.called
+        failed = isinstance(run.call_error, RetryableStepError) and run.called
         return Result.FAILURE if failed else Result.RELEASE
     if outcome.error is not None and outcome.error.category in PROVIDER_FAILURES:
         return Result.FAILURE

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fleetline.shared.batch import Batch
 from fleetline.shared.ledger import Scope, parse_reserve
 from fleetline.shared.models.base import render_messages
 from fleetline.shared.models.prices import call_cost_usd, estimate_tokens, worst_case_cost_usd
+from fleetline.shared.round_trip import RoundTrip
 from fleetline.shared.schemas import OutcomeStatus, SubtaskOutcome
 from fleetline.workers.guards.base import Check, Reroute
 
 if TYPE_CHECKING:
-    from fleetline.workers.pipeline import SubtaskRun
+    from fleetline.workers.run import SubtaskRun
 
 
 class BudgetGuard:
@@ -28,7 +28,7 @@ class BudgetGuard:
         self.call_id: str | None = None
         self.scopes: list[Scope] = []
 
-    def before(self, run: SubtaskRun, batch: Batch) -> Check:
+    def before(self, run: SubtaskRun, trip: RoundTrip) -> Check:
         settings = run.runtime.settings
         payload = run.payload
         price = settings.models[run.model]
@@ -38,10 +38,9 @@ class BudgetGuard:
         worst_tokens = tokens_in + request.max_output_tokens
         self.scopes = run.budget_scopes()
         call_id = f"{payload.job_id}:{payload.subtask.id}:{run.attempt.number}:{run.model}"
-        run.runtime.ledger.queue_reserve(
-            batch, call_id, worst_usd, worst_tokens, self.scopes, model=run.model
+        index = run.runtime.ledger.queue_reserve(
+            trip, call_id, worst_usd, worst_tokens, self.scopes, model=run.model
         )
-        index = len(batch.command_stack) - 1
         # Released in after() unless settled: releasing a refused reservation changes nothing.
         self.call_id = call_id
 
@@ -57,7 +56,7 @@ class BudgetGuard:
 
         return check
 
-    def after(self, run: SubtaskRun, outcome: SubtaskOutcome | None, batch: Batch) -> None:
+    def after(self, run: SubtaskRun, outcome: SubtaskOutcome | None, trip: RoundTrip) -> None:
         if self.call_id is None:
             return
         ledger = run.runtime.ledger
@@ -65,10 +64,10 @@ class BudgetGuard:
             tokens = outcome.tokens_in + outcome.tokens_out
             saved = _tiering_saving(run, outcome)
             ledger.queue_settle(
-                batch, self.call_id, outcome.cost_usd, tokens, saved_tiering_usd=saved
+                trip, self.call_id, outcome.cost_usd, tokens, saved_tiering_usd=saved
             )
         else:
-            ledger.queue_release(batch, self.call_id)
+            ledger.queue_release(trip, self.call_id)
 
 
 def _tiering_saving(run: SubtaskRun, outcome: SubtaskOutcome) -> float:

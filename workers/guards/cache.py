@@ -10,13 +10,13 @@ import hashlib
 import time
 from typing import TYPE_CHECKING, Any
 
-from fleetline.shared.batch import Batch
 from fleetline.shared.cache import Hit, Lease, cache_key, parse_lookup
+from fleetline.shared.round_trip import RoundTrip
 from fleetline.shared.schemas import OutcomeStatus, SubtaskOutcome
 from fleetline.workers.guards.base import Check
 
 if TYPE_CHECKING:
-    from fleetline.workers.pipeline import SubtaskRun
+    from fleetline.workers.run import SubtaskRun
 
 
 class CacheGuard:
@@ -27,14 +27,14 @@ class CacheGuard:
         self.token: str | None = None
         self.hit: Hit | None = None
 
-    def before(self, run: SubtaskRun, batch: Batch) -> Check:
+    def before(self, run: SubtaskRun, trip: RoundTrip) -> Check:
         ttl = run.runtime.settings.worker(run.payload.subtask.worker_type).cache_ttl_s
         if not run.runtime.settings.cache.enabled or ttl == 0:
             return lambda _: None
         request = run.request()
-        prompt_version = hashlib.sha256(run.specialist.prompt.encode()).hexdigest()[:12]
+        prompt_version = hashlib.sha256(run.agent.prompt.encode()).hexdigest()[:12]
         key = cache_key(
-            run.payload.subtask.worker_type.value,
+            run.payload.subtask.worker_type,
             run.model,
             prompt_version,
             f"{request.instruction}\n{request.document}",
@@ -45,8 +45,7 @@ class CacheGuard:
         cache = run.runtime.cache
         # The subtask's own id: its redelivery reclaims a lease a dead delivery left.
         token = f"{run.payload.job_id}:{run.payload.subtask.id}"
-        cache.queue_lookup(batch, key, lease_ms, token)
-        index = len(batch.command_stack) - 1
+        index = cache.queue_lookup(trip, key, lease_ms, token)
         self.key = key
         self.token = None
         self.hit = None
@@ -65,19 +64,19 @@ class CacheGuard:
 
         return check
 
-    def after(self, run: SubtaskRun, outcome: SubtaskOutcome | None, batch: Batch) -> None:
+    def after(self, run: SubtaskRun, outcome: SubtaskOutcome | None, trip: RoundTrip) -> None:
         if self.key is None:
             return
         cache = run.runtime.cache
         if self.hit is not None and outcome is not None:
             scopes = run.budget_scopes()
             run.runtime.ledger.queue_record_saving(
-                batch, "cache", self.hit.cost_usd, scopes, model=run.model
+                trip, "cache", self.hit.cost_usd, scopes, model=run.model
             )
         elif outcome is not None and outcome.status is OutcomeStatus.OK and outcome.output:
             ttl = run.runtime.settings.worker(run.payload.subtask.worker_type).cache_ttl_s
             cache.queue_store(
-                batch,
+                trip,
                 self.key,
                 outcome.output,
                 outcome.cost_usd,
@@ -87,4 +86,4 @@ class CacheGuard:
                 now=time.time(),
             )
         elif self.token is not None:
-            cache.queue_abandon(batch, self.key, self.token)
+            cache.queue_abandon(trip, self.key, self.token)

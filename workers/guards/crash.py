@@ -12,12 +12,12 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from fleetline.shared import keys
-from fleetline.shared.batch import Batch
+from fleetline.shared.round_trip import RoundTrip
 from fleetline.shared.schemas import OutcomeStatus, SubtaskOutcome
 from fleetline.workers.guards.base import Check
 
 if TYPE_CHECKING:
-    from fleetline.workers.pipeline import SubtaskRun
+    from fleetline.workers.run import SubtaskRun
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +25,10 @@ log = logging.getLogger(__name__)
 class CrashGuard:
     per_model = False
 
-    def before(self, run: SubtaskRun, batch: Batch) -> Check:
+    def before(self, run: SubtaskRun, trip: RoundTrip) -> Check:
         key = keys.inflight(run.payload.job_id, run.payload.subtask.id)
-        index = batch.queue("INCR", key)
-        batch.queue("EXPIRE", key, keys.INFLIGHT_TTL_S)
+        index = trip.queue("INCR", key)
+        trip.queue("EXPIRE", key, keys.INFLIGHT_TTL_S)
         limit = run.runtime.settings.celery.poison_after_crashes
 
         def check(replies: list[Any]) -> SubtaskOutcome | None:
@@ -40,7 +40,7 @@ class CrashGuard:
             run.runtime.dead_letters.add(
                 reason="poison",
                 detail=reason,
-                queue=run.payload.subtask.worker_type.value,
+                queue=run.payload.subtask.worker_type,
                 task=run.task_name,
                 task_id=run.task_id,
                 message={"args": [run.payload.model_dump(mode="json")]},
@@ -49,5 +49,5 @@ class CrashGuard:
 
         return check
 
-    def after(self, run: SubtaskRun, outcome: SubtaskOutcome | None, batch: Batch) -> None:
-        batch.queue("DEL", keys.inflight(run.payload.job_id, run.payload.subtask.id))
+    def after(self, run: SubtaskRun, outcome: SubtaskOutcome | None, trip: RoundTrip) -> None:
+        trip.queue("DEL", keys.inflight(run.payload.job_id, run.payload.subtask.id))

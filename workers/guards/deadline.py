@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from fleetline.shared.batch import Batch
+from fleetline.shared.round_trip import RoundTrip
 from fleetline.shared.schemas import OutcomeStatus, SubtaskOutcome
 from fleetline.workers.guards.base import Check
 
 if TYPE_CHECKING:
-    from fleetline.workers.pipeline import SubtaskRun
+    from fleetline.workers.run import SubtaskRun
 
 
 class DeadlineGuard:
@@ -18,7 +18,7 @@ class DeadlineGuard:
 
     per_model = False
 
-    def before(self, run: SubtaskRun, batch: Batch) -> Check:
+    def before(self, run: SubtaskRun, trip: RoundTrip) -> Check:
         def check(_: list[Any]) -> SubtaskOutcome | None:
             if run.payload.deadline_at > time.time():
                 return None
@@ -26,5 +26,5 @@ class DeadlineGuard:
 
         return check
 
-    def after(self, run: SubtaskRun, outcome: SubtaskOutcome | None, batch: Batch) -> None:
+    def after(self, run: SubtaskRun, outcome: SubtaskOutcome | None, trip: RoundTrip) -> None:
         return None

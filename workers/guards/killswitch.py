@@ -5,23 +5,22 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from fleetline.shared.batch import Batch
 from fleetline.shared.killswitch import parse_active_for
+from fleetline.shared.round_trip import RoundTrip
 from fleetline.shared.schemas import OutcomeStatus, SubtaskOutcome
 from fleetline.workers.guards.base import Check
 
 if TYPE_CHECKING:
-    from fleetline.workers.pipeline import SubtaskRun
+    from fleetline.workers.run import SubtaskRun
 
 
 class KillSwitchGuard:
     per_model = False
 
-    def before(self, run: SubtaskRun, batch: Batch) -> Check:
-        run.runtime.kill_switches.queue_active_for(
-            batch, run.payload.tenant, run.payload.subtask.worker_type.value
+    def before(self, run: SubtaskRun, trip: RoundTrip) -> Check:
+        index = run.runtime.kill_switches.queue_active_for(
+            trip, run.payload.tenant, run.payload.subtask.worker_type
         )
-        index = len(batch.command_stack) - 1
 
         def check(replies: list[Any]) -> SubtaskOutcome | None:
             switch = parse_active_for(replies[index], time.time())
@@ -36,5 +35,5 @@ class KillSwitchGuard:
 
         return check
 
-    def after(self, run: SubtaskRun, outcome: SubtaskOutcome | None, batch: Batch) -> None:
+    def after(self, run: SubtaskRun, outcome: SubtaskOutcome | None, trip: RoundTrip) -> None:
         return None

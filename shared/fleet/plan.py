@@ -1,0 +1,77 @@
+"""Plans: what a job kind's decomposer returns, built from the steps of agents and tools.
+
+A decomposer is deterministic orchestration code: it makes steps and puts them in a plan
+shape, and never calls a model, a tool or Redis. `fan_out` is the orchestrator-worker
+shape (a Celery chord): its steps run in parallel, then one step reads their outcomes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from fleetline.shared.fleet.declarations import Agent, Tool
+
+
+class PlanError(ValueError):
+    """A decomposer built a plan that cannot run (empty, or two steps with one id)."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a plan: an agent reading `text` towards `goal`, or a tool called with
+    `args`. Make steps with `agent.step(...)` and `tool.step(...)`."""
+
+    id: str
+    worker: Agent | Tool
+    goal: str = ""
+    text: str = ""
+    args: dict[str, Any] = field(default_factory=dict)
+    critical: bool = False
+
+    @property
+    def worker_type(self) -> str:
+        """The agent's or tool's name: its queue and its task."""
+        return self.worker.name
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The steps of a job in a shape the fleet knows how to run."""
+
+    steps: tuple[Step, ...]
+    then: Step | None = None
+    shape: Literal["fan_out"] = "fan_out"
+
+    def __post_init__(self) -> None:
+        # A plan built by hand gets the checks fan_out makes: ids become Celery task ids.
+        if not self.steps:
+            raise PlanError(f"a {self.shape} needs at least one step")
+        if self.shape == "fan_out" and self.then is None:
+            raise PlanError("a fan_out needs a then-step")
+        seen: set[str] = set()
+        for step in self.all_steps():
+            if not isinstance(step, Step):
+                raise PlanError(f"a plan holds steps (agent.step(...)), not {type(step).__name__}")
+            if step.id in seen:
+                raise PlanError(f"step id {step.id!r} appears more than once")
+            seen.add(step.id)
+
+    def all_steps(self) -> list[Step]:
+        """Every step of the plan, the closing one last."""
+        return [*self.steps, *([self.then] if self.then is not None else [])]
+
+
+def fan_out(steps: list[Step] | tuple[Step, ...], then: Step) -> Plan:
+    """Run `steps` in parallel, then `then` on their usable outcomes.
+
+    Args:
+        steps: the parallel steps (at least one); each id once.
+        then: the step that reads the outcomes (the chord's callback). Its text is what the
+            job's `combine` makes of the outcomes (by default, each usable output listed).
+
+    Raises:
+        PlanError: no steps, or two steps with the same id.
+    """
+    return Plan(steps=tuple(steps), then=then)
