@@ -129,6 +129,8 @@ class Batcher:
                 "max_output_tokens": sum(i.request.max_output_tokens for i in items),
                 "timeout_s": min(i.request.timeout_s for i in items),
                 "call_id": f"batch:{first.call_id}+{len(items) - 1}",
+                "batch_call_ids": tuple(i.request.call_id for i in items),
+                "batch_job_ids": tuple(i.request.job_id for i in items),
             }
         )
         try:

@@ -172,6 +172,8 @@ class SubtaskRun:
             timeout_s=self.call_timeout_s(),
             call_id=self.payload.subtask.id,
             attempt=self.attempt.number,
+            job_id=self.payload.job_id,
+            tenant=self.payload.tenant,
             output_schema=self.agent.output_schema,
         )
         return request

@@ -29,8 +29,15 @@ class ModelRequest(BaseModel):
     # Identifies the call for deterministic simulation and idempotent accounting.
     call_id: str = ""
     attempt: int = 1
+    # Whose call it is: the job and its tenant (a provider bills them; batches never mix
+    # tenants).
+    job_id: str = ""
+    tenant: str = ""
     # Several documents answered in one call: the answer is {"items": [one per document]}.
     batch: tuple[str, ...] = ()
+    # A batch's items by call id and job id, in the order of `batch`.
+    batch_call_ids: tuple[str, ...] = ()
+    batch_job_ids: tuple[str, ...] = ()
     # The JSON schema of the agent's output model (built once per agent; not copied).
     output_schema: Annotated[dict[str, Any] | None, SkipValidation] = None
 
