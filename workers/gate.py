@@ -1,4 +1,4 @@
-"""The output validation gate: a model answer must pass its worker type's schema.
+"""The output validation gate: a model answer must pass its agent's output schema.
 
 An answer that does not parse or validate is sent back once more with the validator's
 errors (a correction prompt), a bounded number of times. Invalid output never leaves here:
@@ -8,13 +8,11 @@ not to the state store, not to the cache, not to synthesis.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
-from fleetline.shared.models.base import ModelClient, ModelRequest
-from fleetline.shared.models.prices import call_cost_usd
-from fleetline.shared.settings import ModelSpec
+from fleetline.shared.models.base import ModelClient, ModelRequest, ModelResponse
 
 
 @dataclass
@@ -48,31 +46,56 @@ def validation_errors(exc: ValidationError, limit: int = 5) -> str:
     )
 
 
+class CallBudget(Protocol):
+    """Where the gate holds each further call's bound and counts what every call billed."""
+
+    def reserve(self, request: ModelRequest) -> str | None:
+        """Hold the call's bound: None when held, else why it may not be made."""
+        ...
+
+    def bill_response(self, request: ModelRequest, response: ModelResponse) -> float:
+        """Count an answered call; return its cost."""
+        ...
+
+
 def call_through_gate(
     client: ModelClient,
     request: ModelRequest,
     schema: type[BaseModel],
-    price: ModelSpec,
+    budget: CallBudget,
     corrections: int,
+    *,
+    first_held: bool = True,
 ) -> GateResult:
     """Call the model, validate, and re-ask with the errors up to `corrections` times.
 
-    Provider errors propagate to the caller (retry policy is theirs); usage of the calls
-    made before one is lost to this result but not to the provider's bill.
+    Every call is billed to `budget` as soon as it answers; every call but a first one
+    that is already held (`first_held`) is reserved before it is made, and the loop stops
+    (`invalid_output`) when the next call does not fit. Provider errors propagate to the
+    caller (retry policy is theirs); what was billed before one stays billed.
     """
     result = GateResult()
-    for _ in range(corrections + 1):
+    base = request.call_id
+    for n in range(corrections + 1):
+        if n > 0:
+            request = request.model_copy(
+                update={"correction": result.errors, "call_id": f"{base}:c{n}"}
+            )
+        if n > 0 or not first_held:
+            refused = budget.reserve(request)
+            if refused is not None:
+                result.errors += f"; no further call: {refused}"
+                return result
         response = client.complete(request)
         result.calls += 1
         result.tokens_in += response.tokens_in
         result.tokens_out += response.tokens_out
-        result.cost_usd += call_cost_usd(price, response.tokens_in, response.tokens_out)
+        result.cost_usd += budget.bill_response(request, response)
         result.models.append(response.model)
         try:
             result.output = schema.model_validate_json(response.text).model_dump(mode="json")
         except ValidationError as exc:
             result.errors = validation_errors(exc)
-            request = request.model_copy(update={"correction": result.errors})
             continue
         result.errors = ""
         return result

@@ -8,6 +8,7 @@ check) and one after it (every guard's closing write and the outcome's record).
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ from fleetline.workers.guards import (
     Reroute,
 )
 from fleetline.workers.runtime import WorkerRuntime
+from fleetline.workers.spend import RunSpend
 from fleetline.workers.tool_call import call_tool
 
 
@@ -81,10 +83,15 @@ class SubtaskRun:
     # Whether a provider was called for the current model, and how the call failed.
     called: bool = False
     call_error: Exception | None = None
+    # The holds and bills of this run's provider calls.
+    spend: RunSpend = field(init=False)
     _entered: list[Guard] = field(default_factory=list)
     _requests: dict[str, ModelRequest] = field(default_factory=dict)
+    # A call id that replaces the default one for a model (see renew_call_id).
+    _call_ids: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.spend = RunSpend(self)
         if not self.guards:
             self.guards = default_guards() if isinstance(self.worker, Agent) else tool_guards()
         if isinstance(self.worker, Agent) and not self.model:
@@ -156,6 +163,20 @@ class SubtaskRun:
             self.model = following
             self.called = False
 
+    def call_id(self) -> str:
+        """The ledger's id of this delivery's first call on the current model."""
+        default = (
+            f"{self.payload.job_id}:{self.payload.subtask.id}:{self.attempt.number}:{self.model}"
+        )
+        return self._call_ids.get(self.model, default)
+
+    def renew_call_id(self) -> ModelRequest:
+        """The request under a call id of its own, for a delivery whose default id an
+        earlier one already used up (settled, released or expired)."""
+        self._call_ids[self.model] = f"{self.call_id()}:d{uuid.uuid4().hex[:8]}"
+        self._requests.pop(self.model, None)
+        return self.request()
+
     def request(self) -> ModelRequest:
         """The model request of this run, for its current model (built once per model)."""
         cached = self._requests.get(self.model)
@@ -170,7 +191,7 @@ class SubtaskRun:
             document=self.payload.subtask.text,
             max_output_tokens=self.payload.subtask.max_output_tokens,
             timeout_s=self.call_timeout_s(),
-            call_id=self.payload.subtask.id,
+            call_id=self.call_id(),
             attempt=self.attempt.number,
             job_id=self.payload.job_id,
             tenant=self.payload.tenant,
@@ -202,16 +223,26 @@ class SubtaskRun:
         request = self.request()
         self.called = True
         batched, batch_size = self._batched(request)
+        if batched is not None:
+            # Its share of the batch call is billed under its own (held) call id.
+            self.spend.bill(
+                request.call_id, batched.tokens_in, batched.tokens_out, batched.cost_usd
+            )
         if batched is not None and batched.output is not None:
             result = batched
         else:
-            batch_size = 0  # it fell back to a call of its own
+            batch_size = 0  # it falls back to a call of its own
+            single = request
+            if batched is not None:
+                # The first hold paid for the batch's share: this call needs its own.
+                single = request.model_copy(update={"call_id": f"{request.call_id}:s"})
             result = call_through_gate(
                 self.runtime.client(self.model),
-                request,
+                single,
                 self.agent.output,
-                settings.models[self.model],
+                self.spend,
                 policy.correction_attempts,
+                first_held=batched is None,
             )
             if batched is not None:
                 result = merge_usage(result, batched)

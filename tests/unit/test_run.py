@@ -53,6 +53,7 @@ from fleetline.shared.settings import FleetlineSettings, ModelSpec, RedisSetting
 from fleetline.workers.guards import CrashGuard, DeadlineGuard
 from fleetline.workers.run import Attempt, SubtaskRun, default_guards, tool_guards
 from fleetline.workers.runtime import WorkerRuntime
+from fleetline.workers.spend import RunSpend, bound_of
 from fleetline.workers.task import drive
 
 QUESTION = "How did Acme's revenue change in 2023?"
@@ -100,6 +101,18 @@ class FakeTask:
         return RetryRequested()
 
 
+class LocalSpend(RunSpend):
+    """The run's holds kept in memory (no Redis here); `refuse_after` holds that many."""
+
+    refuse_after: int | None = None
+
+    def reserve(self, request: ModelRequest) -> str | None:
+        if self.refuse_after is not None and len(self.held) >= self.refuse_after:
+            return "job budget refused"
+        self.held[request.call_id] = bound_of(self.run, request)
+        return None
+
+
 def _settings(**fields: Any) -> FleetlineSettings:
     # No outage grace: a Redis call here must fail the test at once, not ride it out.
     return FleetlineSettings(redis=RedisSettings(outage_grace_s=0), **fields).bind(research.fleet)
@@ -132,13 +145,15 @@ def _run(
             max_output_tokens=policy.max_output_tokens,
         ),
     )
-    return SubtaskRun(
+    run = SubtaskRun(
         payload=payload,
         worker=settings.fleet.agents[worker_type],
         runtime=runtime,
         attempt=Attempt(number=attempt, started_at=time.time()),
         guards=[DeadlineGuard()],
     )
+    run.spend = LocalSpend(run)
+    return run
 
 
 @pytest.fixture
@@ -238,7 +253,8 @@ def test_the_request_is_the_agents_prompt_over_the_subtask() -> None:
     assert request.output_schema == AnalysisOutput.model_json_schema()
     assert request.document == subtask.text
     assert request.max_output_tokens == subtask.max_output_tokens
-    assert request.call_id == subtask.id
+    # The ledger's id of this delivery's first call on this model: the provider bills it.
+    assert request.call_id == f"{run.payload.job_id}:{subtask.id}:3:{run.model}"
     assert request.attempt == 3
     assert request.correction is None
 
@@ -411,6 +427,53 @@ def test_a_correction_is_sent_with_the_validation_errors() -> None:
     assert "gist" in (client.requests[1].correction or "")
     # Both calls are charged: the one that failed validation was billed too.
     assert (outcome.tokens_in, outcome.tokens_out) == (2000, 400)
+
+
+def test_every_call_is_billed_under_its_own_reserved_call_id() -> None:
+    bad = json.dumps({"entities": [], "figures": []})
+    run = _run(FakeClient(bad, bad, VALID_EXTRACTION, tokens_in=100, tokens_out=50))
+    run.spend.held[run.call_id()] = bound_of(run, run.request())  # the budget guard's hold
+    outcome = run.call()
+    first = run.call_id()
+    assert outcome.status is OutcomeStatus.OK
+    assert list(run.spend.held) == [first, f"{first}:c1", f"{first}:c2"]
+    assert list(run.spend.billed) == list(run.spend.held)
+    assert sum(b.cost_usd for b in run.spend.billed.values()) == pytest.approx(outcome.cost_usd)
+    for call_id, billed in run.spend.billed.items():
+        assert billed.cost_usd <= run.spend.held[call_id].usd, "each call within its own hold"
+
+
+def test_a_correction_that_does_not_fit_is_not_made() -> None:
+    client = FakeClient("not json", VALID_EXTRACTION)
+    run = _run(client)
+    run.spend.held[run.call_id()] = bound_of(run, run.request())
+    assert isinstance(run.spend, LocalSpend)
+    run.spend.refuse_after = 1
+    outcome = run.call()
+    assert outcome.status is OutcomeStatus.INVALID_OUTPUT and outcome.error is not None
+    assert "no further call: job budget refused" in outcome.error.message
+    assert len(client.requests) == 1, "the re-ask was never sent"
+    assert list(run.spend.billed) == [run.call_id()], "the first call is still charged"
+
+
+def test_a_correction_that_raises_keeps_the_first_calls_bill() -> None:
+    client = FakeClient("not json", ProviderServerError("boom"), tokens_in=100, tokens_out=50)
+    run = _run(client)
+    run.spend.held[run.call_id()] = bound_of(run, run.request())
+    with pytest.raises(ProviderServerError):
+        run.call()
+    assert run.spend.billed[run.call_id()].tokens_in == 100
+    assert f"{run.call_id()}:c1" in run.spend.held and f"{run.call_id()}:c1" not in (
+        run.spend.billed
+    )
+
+
+def test_the_input_bound_holds_for_one_token_per_character() -> None:
+    # CJK text is about a token a character; every such character is 3 UTF-8 bytes.
+    text = "半导体出口管制" * 3000
+    run = _run(FakeClient(VALID_EXTRACTION), text=text)
+    bound = bound_of(run, run.request())
+    assert bound.tokens - run.request().max_output_tokens >= len(text)
 
 
 def test_no_corrections_means_one_call() -> None:

@@ -1,0 +1,92 @@
+"""Every provider call of a run, reserved before it is made and settled after, one by one.
+
+A run's first call is reserved with the other guards' checks (the budget guard); every
+further call (a correction re-ask, a single call after a batch that did not serve) takes a
+reservation of its own first, in its own round trip, and is not made when it does not
+fit. What each call cost is settled under its own call id, so a redelivery or a retry that
+settles again changes nothing, and a call's usage is never folded into another's hold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from fleetline.shared.ledger import parse_reserve
+from fleetline.shared.models.base import ModelRequest, ModelResponse, render_messages
+from fleetline.shared.models.prices import call_cost_usd, input_token_bound
+from fleetline.shared.round_trip import RoundTrip, one_reply
+
+if TYPE_CHECKING:
+    from fleetline.workers.run import SubtaskRun
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The most one call may cost: its input bound plus all of its output tokens."""
+
+    usd: float
+    tokens: int
+
+
+@dataclass
+class Billed:
+    """What the provider reported for one call id."""
+
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+
+
+def bound_of(run: SubtaskRun, request: ModelRequest) -> Bound:
+    """The upper bound of `request` on the run's current model."""
+    tokens_in = input_token_bound(*render_messages(request))
+    price = run.runtime.settings.models[request.model]
+    return Bound(
+        call_cost_usd(price, tokens_in, request.max_output_tokens),
+        tokens_in + request.max_output_tokens,
+    )
+
+
+@dataclass
+class RunSpend:
+    """The holds a run took, by call id in the order taken, and what each call billed."""
+
+    run: SubtaskRun
+    held: dict[str, Bound] = field(default_factory=dict)
+    billed: dict[str, Billed] = field(default_factory=dict)
+
+    def reserve(self, request: ModelRequest) -> str | None:
+        """Hold `request`'s bound before it is made: None when held, else the refusal."""
+        bound = bound_of(self.run, request)
+        ledger = self.run.runtime.ledger
+        scopes = self.run.budget_scopes()
+
+        def queue(trip: RoundTrip) -> int:
+            return ledger.queue_reserve(
+                trip, request.call_id, bound.usd, bound.tokens, scopes, model=request.model
+            )
+
+        reservation = parse_reserve(one_reply(self.run.runtime.redis, queue))
+        if reservation.ok:
+            self.held[request.call_id] = bound
+            return None
+        if reservation.duplicate:
+            # An earlier delivery's record: its hold (or its charge) stands for it; this
+            # delivery may not spend on it.
+            return f"call {request.call_id} was already {reservation.state}"
+        return str(reservation.refusal) if reservation.refusal else "budget refused"
+
+    def bill(self, call_id: str, tokens_in: int, tokens_out: int, cost_usd: float) -> None:
+        """Count what the provider reported for `call_id` (added up per call id)."""
+        found = self.billed.setdefault(call_id, Billed())
+        found.tokens_in += tokens_in
+        found.tokens_out += tokens_out
+        found.cost_usd += cost_usd
+
+    def bill_response(self, request: ModelRequest, response: ModelResponse) -> float:
+        """Count one answered call; return its cost."""
+        price = self.run.runtime.settings.models[request.model]
+        cost = call_cost_usd(price, response.tokens_in, response.tokens_out)
+        self.bill(request.call_id, response.tokens_in, response.tokens_out, cost)
+        return cost
