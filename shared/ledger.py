@@ -188,6 +188,8 @@ class ScopeSpend:
     calls: int = 0
     saved_cache_usd: float = 0.0
     saved_tiering_usd: float = 0.0
+    # Charged beyond the calls' holds: a provider reported more than the bound allowed.
+    overrun_usd: float = 0.0
 
 
 @dataclass(frozen=True)

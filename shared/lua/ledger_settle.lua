@@ -1,5 +1,7 @@
 -- Turn a call's reservation into spend, once: a second settle of the call changes nothing.
--- A hold that expired (already given back) is still charged: the money was spent.
+-- A hold that expired (already given back) is still charged: the money was spent. A call
+-- that cost more than its hold is charged in full, and the excess counted as overrun_usd
+-- (spend then stands past the hold, so the scope's next reservations see it).
 -- KEYS: call, holds
 -- ARGV: actual_usd, actual_tokens, now, saved_tiering_usd (nano-USD, "0" for none)
 -- Returns {1, previous state} when charged now, {0, state} when the call was already
@@ -10,11 +12,13 @@ if not rec[1] then return {-1, "unknown"} end
 if rec[1] ~= "reserved" and rec[1] ~= "expired" then return {0, rec[1]} end
 local counters = cjson.decode(rec[4])
 if rec[1] == "reserved" then unhold(counters, rec[2], rec[3]) end
+local overrun = tonumber(ARGV[1]) - tonumber(rec[2])
 for _, c in ipairs(counters) do
   if redis.call("EXISTS", c[1]) == 1 then
     redis.call("HINCRBY", c[1], c[2] .. "|spent_usd", ARGV[1])
     redis.call("HINCRBY", c[1], c[2] .. "|spent_tokens", ARGV[2])
     redis.call("HINCRBY", c[1], c[2] .. "|calls", 1)
+    if overrun > 0 then redis.call("HINCRBY", c[1], c[2] .. "|overrun_usd", overrun) end
     if ARGV[4] ~= "0" then
       redis.call("HINCRBY", c[1], c[2] .. "|saved_tiering_usd", ARGV[4])
     end

@@ -265,3 +265,18 @@ def test_concurrent_reservations_never_pass_the_limit(url: str, client: redis.Re
     assert spent == pytest.approx(sum(r[1] for r in results), abs=1e-6)
     assert held == pytest.approx(sum(r[2] for r in results), abs=1e-6)
     assert sum(s.spent_usd for s in report.by("tenant").values()) == pytest.approx(spent)
+
+
+def test_a_call_that_cost_more_than_its_hold_is_charged_in_full_as_overrun(
+    client: redis.Redis,
+) -> None:
+    ledger = Ledger(client)
+    scopes = _scopes(SpendSettings(daily_usd=1.0))
+    assert ledger.reserve("c1", 0.40, 100, scopes, model="m", now=NOW).ok
+    assert ledger.settle("c1", 0.70, 100, now=NOW).applied
+    fleet = ledger.spend_report("day", NOW).fleet
+    assert fleet.spent_usd == pytest.approx(0.70) and fleet.reserved_usd == 0
+    assert fleet.overrun_usd == pytest.approx(0.30)
+    # Spend now stands past what was held: the scope's next calls see it.
+    assert not ledger.reserve("c2", 0.35, 100, scopes, model="m", now=NOW).ok
+    assert ledger.reserve("c3", 0.30, 100, scopes, model="m", now=NOW).ok
