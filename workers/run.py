@@ -28,6 +28,7 @@ from fleetline.workers.guards import (
     DeadlineGuard,
     Guard,
     KillSwitchGuard,
+    RecordedGuard,
     Reroute,
 )
 from fleetline.workers.runtime import WorkerRuntime
@@ -47,6 +48,7 @@ def default_guards() -> list[Guard]:
     """The guards of an agent's run, in the order they run (fresh ones: they hold per-run
     state)."""
     return [
+        RecordedGuard(),
         DeadlineGuard(),
         CrashGuard(),
         KillSwitchGuard(),
@@ -59,7 +61,7 @@ def default_guards() -> list[Guard]:
 def tool_guards() -> list[Guard]:
     """The guards of a tool's run: no model, so no spend to hold, switch or cache; its
     breaker is the tool's own pybreaker CircuitBreaker around the call."""
-    return [DeadlineGuard(), CrashGuard()]
+    return [RecordedGuard(), DeadlineGuard(), CrashGuard()]
 
 
 @dataclass

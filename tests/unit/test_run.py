@@ -515,8 +515,9 @@ def test_outcomes_survive_the_json_wire() -> None:
 # --- guards by worker kind ---------------------------------------------------------------
 
 
-def test_an_agent_runs_every_guard_and_a_tool_only_deadline_and_crash() -> None:
+def test_an_agent_runs_every_guard_and_a_tool_only_recorded_deadline_and_crash() -> None:
     assert [type(g).__name__ for g in default_guards()] == [
+        "RecordedGuard",
         "DeadlineGuard",
         "CrashGuard",
         "KillSwitchGuard",
@@ -524,7 +525,11 @@ def test_an_agent_runs_every_guard_and_a_tool_only_deadline_and_crash() -> None:
         "BudgetGuard",
         "CacheGuard",
     ]
-    assert [type(g) for g in tool_guards()] == [DeadlineGuard, CrashGuard]
+    assert [type(g).__name__ for g in tool_guards()] == [
+        "RecordedGuard",
+        "DeadlineGuard",
+        "CrashGuard",
+    ]
     # Fresh guards every time: they hold per-run state.
     assert default_guards()[0] is not default_guards()[0]
 

@@ -1,8 +1,8 @@
 """The guards a subtask passes before its model call, each a small unit of its own.
 
-They run in order from one place (`workers.pipeline.SubtaskRun`): every guard queues its
-Redis work into one shared batch, so all of them together cost one round trip before the
-call and one after it.
+They run in order from one place (`workers.run.SubtaskRun`): every guard queues its
+Redis work into one shared round trip, so all of them together cost one round trip before
+the call and one after it.
 """
 
 from fleetline.workers.guards.base import Check, Guard, Reroute
@@ -12,6 +12,7 @@ from fleetline.workers.guards.cache import CacheGuard
 from fleetline.workers.guards.crash import CrashGuard
 from fleetline.workers.guards.deadline import DeadlineGuard
 from fleetline.workers.guards.killswitch import KillSwitchGuard
+from fleetline.workers.guards.recorded import RecordedGuard
 
 __all__ = [
     "BreakerGuard",
@@ -22,5 +23,6 @@ __all__ = [
     "DeadlineGuard",
     "Guard",
     "KillSwitchGuard",
+    "RecordedGuard",
     "Reroute",
 ]
