@@ -145,7 +145,7 @@ def submit(
     """Submit a job spec; print its id, or with --wait its result."""
     with exit_codes():
         settings = cli_settings(app_ref)
-        raw = read_spec(spec_file)
+        raw = read_spec(spec_file, settings.limits)
         # Bad input is refused before anything needs Redis.
         parse_spec(raw, settings)
         producer = Producer.from_settings(settings)
@@ -206,7 +206,7 @@ def demo(
     """The whole tour on this machine: Redis, fleet, a research brief, its result and trace."""
     with exit_codes():
         settings = cli_settings(app_ref, find_redis=False)
-        raw = read_spec(str(spec_file or _sample()))
+        raw = read_spec(str(spec_file or _sample()), settings.limits)
         parse_spec(raw, settings)
         extra: dict[str, str] = {}
         if "latency_ms" not in settings.sim.model_fields_set:

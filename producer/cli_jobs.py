@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Iterator
@@ -34,9 +33,14 @@ from fleetline.shared.errors import (
     SpecError,
     StoreUnavailable,
 )
+from fleetline.shared.json_limits import check_text
 from fleetline.shared.redis_client import make_redis
 from fleetline.shared.schemas import JobResult, JobStatus
-from fleetline.shared.settings import FleetlineSettings, load_settings
+from fleetline.shared.settings import (
+    FleetlineSettings,
+    LimitsSettings,
+    load_settings,
+)
 from fleetline.shared.state import StateStore
 
 # How often --wait reads the job record; never AsyncResult.get(), which grows
@@ -112,20 +116,27 @@ def exit_codes() -> Iterator[None]:
         raise typer.Exit(Exit.FAILED) from None
 
 
-def read_spec(source: str) -> Any:
-    """The JSON in a spec file (`-`: stdin), or a SpecError saying why it cannot be read."""
+def read_spec(source: str, limits: LimitsSettings) -> Any:
+    """The JSON in a spec file (`-`: stdin), or a SpecError saying why it cannot be read.
+
+    The text is checked against the edge limits before it is parsed: its size, its
+    nesting, and numbers JSON cannot round-trip.
+    """
     name = "stdin" if source == "-" else source
+    # One character more than the limit's bytes is enough to know the text is too big.
+    most = limits.max_input_bytes + 1
     try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+        if source == "-":
+            text = sys.stdin.read(most)
+        else:
+            with Path(source).open(encoding="utf-8") as f:
+                text = f.read(most)
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise SpecError([("spec", f"cannot read {name}: {reason}")]) from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SpecError(
-            [("spec", f"{name} is not valid JSON: {exc.msg} (line {exc.lineno} col {exc.colno})")]
-        ) from None
+    if len(text) == most:
+        raise SpecError([("spec", f"{name} is over the limit of {limits.max_input_bytes} bytes")])
+    return check_text(text, limits.max_json_depth, limits.max_input_bytes, name=name)
 
 
 def open_store(settings: FleetlineSettings) -> StateStore:

@@ -18,7 +18,7 @@ from celery import Celery, chord
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from fleetline.shared import keys
+from fleetline.shared import json_limits, keys
 from fleetline.shared.celery_app import make_celery
 from fleetline.shared.errors import FleetlineError, KillSwitchTripped, SpecError, StoreUnavailable
 from fleetline.shared.fleet import Plan, PlanError, Step, Tool
@@ -89,10 +89,30 @@ def validation_errors(exc: ValidationError, prefix: str = "") -> list[tuple[str,
     return errors
 
 
+def check_raw(raw: JobSpec | dict[str, Any], settings: FleetlineSettings) -> None:
+    """Refuse a spec that is too deep or holds what JSON cannot round-trip (SpecError).
+
+    A JobSpec's fields are typed already; only its free-form `input` is walked.
+    """
+    max_depth = settings.limits.max_json_depth
+    errors = (
+        json_limits.problems(raw.input, max_depth, ("input",))
+        if isinstance(raw, JobSpec)
+        else json_limits.problems(raw, max_depth)
+    )
+    if errors:
+        raise SpecError(errors)
+
+
 def parse_spec(
     raw: JobSpec | dict[str, Any], settings: FleetlineSettings
 ) -> tuple[JobSpec, PlannedJob]:
-    """Validate a spec and plan it, or raise SpecError naming every bad field."""
+    """Validate a spec and plan it, or raise SpecError naming every bad field.
+
+    A dict is first checked without recursion (json_limits: depth, numbers, types), so
+    that nothing recursive (pydantic, json.dumps) ever sees hostile input.
+    """
+    check_raw(raw, settings)
     try:
         spec = raw if isinstance(raw, JobSpec) else JobSpec.model_validate(raw)
     except ValidationError as exc:

@@ -176,6 +176,9 @@ class SimSettings(BaseSettings):
     stall_ms: float = Field(default=60_000.0, ge=0)
     # A file every sim call appends one JSON line to (tests count calls across processes).
     call_log: str = ""
+    # A file every answered sim call appends its bill to (one JSON line: model, tokens,
+    # call and job ids, tenant), as a provider's invoice; `fleetline spend reconcile`.
+    invoice: str = ""
     # While this file exists, every model or tool named on a line of it is down (server
     # errors): an outage that can start and end while the fleet runs.
     outage_file: str = ""
@@ -230,6 +233,9 @@ class LimitsSettings(BaseSettings):
 
     max_deadline_s: float = Field(default=1800.0, gt=0)
     max_input_bytes: int = Field(default=20_000_000, ge=1)
+    # The deepest nesting of objects and arrays a spec may have, checked before anything
+    # recursive reads it; pydantic cannot serialize past ~256 levels, hence the ceiling.
+    max_json_depth: int = Field(default=64, ge=1, le=200)
     # Finished jobs stay readable this long, then their keys expire.
     finished_ttl_s: int = Field(default=7 * 86_400, ge=60)
     # How late past its deadline the watchdog may finalise a job.
