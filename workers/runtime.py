@@ -100,6 +100,7 @@ class WorkerRuntime:
                     policy.batch_max_size,
                     policy.batch_max_wait_ms / 1000,
                     policy.batch_idle_ms / 1000,
+                    shared_tenants=self.settings.cache.shared,
                 )
             return found
 
