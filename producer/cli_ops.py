@@ -1,4 +1,5 @@
-"""Operator commands: `fleetline killswitch …` and `fleetline spend`; `register` adds them all.
+"""Operator commands: `fleetline killswitch …` and `fleetline spend [reconcile]`; `register`
+adds them all.
 
 Exit codes as for the rest of the CLI: 0 ok, 1 another failure, 2 bad input, 3 a kill
 switch refused, 4 Redis unavailable.
@@ -8,9 +9,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import redis
@@ -19,15 +21,23 @@ from rich.table import Table
 from rich.text import Text
 
 from fleetline.producer import cli_render as render
-from fleetline.producer.cli_jobs import AppOption, cli_settings, exit_codes
+from fleetline.producer.cli_jobs import AppOption, Exit, cli_settings, exit_codes
 from fleetline.shared.killswitch import KillSwitches, SwitchState, check_scope, read_enforcement
 from fleetline.shared.ledger import (
+    CallRecord,
     Ledger,
     ScopeKind,
     ScopeSpend,
     SpendReport,
     SpendSettings,
     Window,
+)
+from fleetline.shared.reconcile import (
+    InvoiceError,
+    InvoiceLine,
+    Reconciliation,
+    parse_invoice,
+    reconcile,
 )
 from fleetline.shared.redis_client import make_redis
 from fleetline.shared.settings import FleetlineSettings
@@ -52,6 +62,13 @@ ScopeOpt = Annotated[
     typer.Option("--scope", callback=_scope, help="fleet, tenant:NAME or worker_type:NAME."),
 ]
 WindowOpt = Annotated[Window, typer.Option("--window", help="The UTC window of the switch.")]
+
+_SPEND_HELP = "Spent, reserved and saved in the current hour or day, and each limit's headroom."
+spend_app = typer.Typer(
+    name="spend",
+    help=f"{_SPEND_HELP} `spend reconcile` compares the ledger with a provider's invoice.",
+    invoke_without_command=True,
+)
 
 
 def open_redis(settings: FleetlineSettings) -> redis.Redis:
@@ -239,6 +256,125 @@ def spend(
     render.out.print(_groups_table(groups, by))
 
 
+SpendWindow = Annotated[Window, typer.Option("--window", help="The current UTC hour or day.")]
+SpendBy = Annotated[
+    By, typer.Option("--by", help="Break spend down by worker type (agent), model, ...")
+]
+
+
+@spend_app.callback()
+def spend_group(
+    ctx: typer.Context,
+    window: SpendWindow = Window.DAY,
+    by: SpendBy = By.AGENT,
+    as_json: Json = False,
+    app_ref: AppOption = None,
+) -> None:
+    """Spent, reserved and saved in the current hour or day, and each limit's headroom."""
+    if ctx.invoked_subcommand is None:
+        spend(window, by, as_json, app_ref)
+
+
+@spend_app.command("reconcile")
+def spend_reconcile(
+    invoice: Annotated[
+        Path,
+        typer.Option(
+            "--invoice",
+            help="The invoice: JSON lines, one per billed call (FLEETLINE_SIM_INVOICE's).",
+            show_default=False,
+        ),
+    ],
+    as_json: Json = False,
+    app_ref: AppOption = None,
+) -> None:
+    """Compare the ledger with a provider's invoice (exit 1 when they differ).
+
+    Calls and USD billed vs charged, per job and per tenant, and every difference: billed
+    but not charged, charged a different amount, charged but not billed.
+    """
+    with exit_codes():
+        settings = cli_settings(app_ref)
+        try:
+            lines = read_invoice(invoice)
+            ledger = Ledger(open_redis(settings))
+            result = reconcile(lines, settings.models, ledger_records(ledger))
+        except InvoiceError as exc:
+            render.error(f"{invoice}: {exc}")
+            raise typer.Exit(Exit.BAD_INPUT) from None
+    if as_json:
+        render.print_json(json.dumps(result.to_json()))
+    else:
+        _show_reconciliation(result)
+    if not result.agrees:
+        raise typer.Exit(Exit.FAILED)
+
+
+def read_invoice(path: Path) -> list[InvoiceLine]:
+    """The invoice file's lines, or InvoiceError (unreadable, or naming its bad line)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvoiceError(f"cannot read the invoice: {exc}") from None
+    return parse_invoice(text.splitlines())
+
+
+# The most records of one job the reconciliation reads (an operator command's bound).
+_MAX_RECORDS_PER_JOB = 100_000
+
+
+def ledger_records(
+    ledger: Ledger,
+) -> Callable[[Sequence[str], Sequence[str]], Mapping[str, CallRecord]]:
+    """The reconciliation's loader: the invoice's call records, and every record of its
+    jobs (found with SCAN, kept when the record's own job scope is that job)."""
+
+    def load(call_ids: Sequence[str], jobs: Sequence[str]) -> Mapping[str, CallRecord]:
+        records = ledger.call_records(call_ids)
+        for job in jobs:
+            found = ledger.job_call_ids(job, limit=_MAX_RECORDS_PER_JOB)
+            more = ledger.call_records([c for c in found if c not in records])
+            records.update({c: r for c, r in more.items() if r.job_id in ("", job)})
+        return records
+
+    return load
+
+
+def _show_reconciliation(result: Reconciliation) -> None:
+    render.fit_width()
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column(justify="right")
+    grid.add_row("calls billed", str(result.billed_calls))
+    grid.add_row("calls charged", str(result.charged_calls))
+    grid.add_row("billed", render.usd(result.billed_usd))
+    grid.add_row("charged", render.usd(result.charged_usd))
+    render.out.print(grid)
+    for title, table in (("tenant", result.by_tenant), ("job", result.by_job)):
+        totals = Table(title=f"By {title}", title_justify="left")
+        totals.add_column(title)
+        totals.add_column("billed", justify="right")
+        totals.add_column("charged", justify="right")
+        for name, t in table.items():
+            totals.add_row(Text(name or "-"), render.usd(t.billed_usd), render.usd(t.charged_usd))
+        render.out.print(totals)
+    if result.agrees:
+        render.out.print("[green]the ledger and the invoice agree[/]")
+        return
+    diffs = Table(title="Differences", title_justify="left")
+    for name in ("kind", "call id", "job", "billed", "charged"):
+        diffs.add_column(name, justify="right" if name in ("billed", "charged") else "left")
+    for d in result.differences:
+        diffs.add_row(
+            d.kind,
+            Text("\n".join(d.call_id) if isinstance(d.call_id, list) else d.call_id),
+            Text("\n".join(d.job_id) if isinstance(d.job_id, list) else d.job_id),
+            render.usd(d.billed_usd),
+            render.usd(d.charged_usd),
+        )
+    render.out.print(diffs)
+
+
 @dataclass(frozen=True)
 class LimitRow:
     """A configured limit of one scope in one window, and how much of it is left."""
@@ -331,4 +467,4 @@ def register(app: typer.Typer) -> None:
     app.add_typer(killswitch_app)
     app.add_typer(schedule_app)
     app.add_typer(dlq_app)
-    app.command("spend")(spend)
+    app.add_typer(spend_app)

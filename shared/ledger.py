@@ -430,6 +430,80 @@ class Ledger:
         """A job's lifetime spend and holds."""
         return _scopes(self._r.hgetall(keys.spend_job(job_id))).get(f"job:{job_id}", ScopeSpend())
 
+    def call_records(self, call_ids: Sequence[str]) -> dict[str, CallRecord]:
+        """The records of these call ids that exist (read only, in one round trip)."""
+        pipe = self._r.pipeline(transaction=False)
+        for call_id in call_ids:
+            pipe.hgetall(keys.spend_call(call_id))
+        found = {}
+        for call_id, raw in zip(call_ids, pipe.execute() if call_ids else [], strict=True):
+            record = parse_call_record(call_id, raw)
+            if record is not None:
+                found[call_id] = record
+        return found
+
+    def job_call_ids(self, job_id: str, limit: int = 100_000) -> list[str]:
+        """The call ids whose records start with `<job_id>:` (a SCAN: for operator commands).
+
+        Call ids are `<job>:<step>:<attempt>:<model>[...]`; the records' own job scope says
+        whose they are (another job's id may start with this one's).
+        """
+        prefix = keys.spend_call("")
+        pattern = keys.spend_call(_glob_escape(job_id) + ":*")
+        found = []
+        for key in self._r.scan_iter(match=pattern, count=1000):
+            found.append(_text(key)[len(prefix) :])
+            if len(found) >= limit:
+                break
+        return found
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One call id's ledger record, read back: its state, hold and charge (USD, tokens),
+    and the job, tenant and worker type it was reserved against."""
+
+    call_id: str
+    state: str  # reserved, settled, released, expired
+    usd: float = 0.0
+    tokens: int = 0
+    actual_usd: float = 0.0
+    actual_tokens: int = 0
+    job_id: str = ""
+    tenant: str = ""
+    worker_type: str = ""
+
+    @property
+    def settled(self) -> bool:
+        return self.state == "settled"
+
+
+def parse_call_record(call_id: str, raw: dict[Any, Any]) -> CallRecord | None:
+    """A record from its HASH fields (HGETALL), or None when there is none."""
+    fields = {_text(k): _text(v) for k, v in raw.items()}
+    if "state" not in fields:
+        return None
+    names: dict[str, str] = {}
+    for _key, scope in json.loads(fields.get("counters") or "[]"):
+        kind, _, name = str(scope).partition(":")
+        names.setdefault(kind, name)
+    return CallRecord(
+        call_id=call_id,
+        state=fields["state"],
+        usd=int(fields.get("usd") or 0) / NANO,
+        tokens=int(fields.get("tokens") or 0),
+        actual_usd=int(fields.get("actual_usd") or 0) / NANO,
+        actual_tokens=int(fields.get("actual_tokens") or 0),
+        job_id=names.get(ScopeKind.JOB.value, ""),
+        tenant=names.get(ScopeKind.TENANT.value, ""),
+        worker_type=names.get(ScopeKind.WORKER_TYPE.value, ""),
+    )
+
+
+def _glob_escape(text: str) -> str:
+    """`text` matched literally by a Redis MATCH pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
 
 def _scopes(raw: dict[Any, Any]) -> dict[str, ScopeSpend]:
     table: dict[str, dict[str, Any]] = {}

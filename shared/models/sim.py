@@ -19,8 +19,8 @@ from typing import Any
 
 from fleetline.shared.errors import ModelTimeout, ProviderServerError, RateLimited
 from fleetline.shared.models.base import ModelRequest, ModelResponse, render_messages
-from fleetline.shared.models.prices import estimate_tokens
 from fleetline.shared.models.sim_fill import fill
+from fleetline.shared.models.sim_tokens import count_tokens, fit_prefix, message_tokens
 from fleetline.shared.settings import SimSettings
 
 # A timeout fault fails fast: drills want the retry path, not a long wait.
@@ -47,7 +47,8 @@ class SimClient:
         started = time.monotonic()
         s = self._settings
         system, user = render_messages(request)
-        tokens_in = estimate_tokens(system + user)
+        # The sim's own tokenizer, as a provider counts (never past the reservations' bound).
+        tokens_in = message_tokens(system, user)
         if s.call_log:
             _log_call(s.call_log, request, tokens_in)
         rng = random.Random(_seed(s.seed, request))
@@ -79,11 +80,15 @@ class SimClient:
         else:
             text = _fit(self._answer(request), request.max_output_tokens)
         time.sleep(latency_s)
+        tokens_out = min(count_tokens(text), request.max_output_tokens)
+        if s.invoice:
+            # Billed once answered (a malformed answer too); a fault above bills nothing.
+            _append_line(s.invoice, invoice_line(request, tokens_in, tokens_out))
         return ModelResponse(
             text=text,
             model=request.model,
             tokens_in=tokens_in,
-            tokens_out=min(estimate_tokens(text), request.max_output_tokens),
+            tokens_out=tokens_out,
             latency_ms=(time.monotonic() - started) * 1000,
         )
 
@@ -103,14 +108,18 @@ class SimClient:
 
     def _batch_answer(self, request: ModelRequest) -> str:
         """One answer per document of a batched call, each within its share of the tokens."""
-        share = max(1, request.max_output_tokens // len(request.batch))
+        n = len(request.batch)
+        # The {"items": [...]} around the answers takes a few tokens of the call's limit too.
+        wrapper = count_tokens('{"items": [') + count_tokens("]}") + (n - 1) * count_tokens(", ")
+        share = max(1, (request.max_output_tokens - wrapper) // n)
         items = [
-            json.loads(
-                _fit(self._answer(request.model_copy(update={"document": doc, "batch": ()})), share)
-            )
+            _fit(self._answer(request.model_copy(update={"document": doc, "batch": ()})), share)
             for doc in request.batch
         ]
-        return json.dumps({"items": items})
+        # An item cut off mid-answer leaves the whole answer invalid, as a model's would be;
+        # a tiny limit cuts the whole answer.
+        text = '{"items": [' + ", ".join(items) + "]}"
+        return fit_prefix(text, request.max_output_tokens)
 
 
 def _seed(seed: int, request: ModelRequest) -> int:
@@ -133,6 +142,9 @@ def _log_call(path: str, request: ModelRequest, tokens_in: int) -> None:
             "model": request.model,
             "worker_type": request.worker_type,
             "call_id": request.call_id,
+            "job_id": request.job_id,
+            "tenant": request.tenant,
+            "batch_job_ids": list(request.batch_job_ids),
             "attempt": request.attempt,
             "correction": request.correction,
             "batch": len(request.batch),
@@ -165,29 +177,62 @@ def _malformed(valid: dict[str, Any], max_tokens: int, kind: float) -> str:
             str(v) for v in valid.values()
         )
     elif kind < 2 / 3:
-        text = json.dumps(dict(list(valid.items())[1:]))
+        text = _dumps(dict(list(valid.items())[1:]))
     else:
-        full = json.dumps(valid)
+        full = _dumps(valid)
         text = full[: max(1, len(full) // 2)]
-    return text[: max_tokens * 4]
+    return fit_prefix(text, max_tokens)
 
 
 def _fit(answer: dict[str, Any], max_tokens: int) -> str:
-    """The answer as JSON within max_tokens: trim lists, then strings, then cut like a model."""
-    limit = max_tokens * 4
-    text = json.dumps(answer)
-    while len(text) > limit:
+    """The answer as JSON within max_tokens (the sim's tokens): trim lists, then strings,
+    then cut like a model."""
+    text = _dumps(answer)
+    while count_tokens(text) > max_tokens:
         # Trim the biggest field that can still shrink without breaking the schema.
-        for key in sorted(answer, key=lambda k: -len(json.dumps(answer[k]))):
+        for key in sorted(answer, key=lambda k: -count_tokens(_dumps(answer[k]))):
             trimmed = _trim(answer[key])
             if trimmed is not None:
                 answer[key] = trimmed
                 break
         else:
             # Nothing left to trim: the model ran out of tokens mid-answer.
-            return text[:limit]
-        text = json.dumps(answer)
+            return fit_prefix(text, max_tokens)
+        text = _dumps(answer)
     return text
+
+
+def _dumps(value: object) -> str:
+    # A model writes the characters themselves, not \u escapes: a CJK answer is billed
+    # one token a character, and fitted to the limit so.
+    return json.dumps(value, ensure_ascii=False)
+
+
+def invoice_line(request: ModelRequest, tokens_in: int, tokens_out: int) -> dict[str, Any]:
+    """The sim's bill for one answered call; a batch's ids are lists in item order."""
+    batched = bool(request.batch)
+    return {
+        "model": request.model,
+        "tokens_in": tokens_in,
+        "tokens_out": tokens_out,
+        "call_id": list(request.batch_call_ids) if batched else request.call_id,
+        "job_id": list(request.batch_job_ids) if batched else request.job_id,
+        "tenant": request.tenant,
+        "worker_type": request.worker_type,
+        "attempt": request.attempt,
+        "correction": bool(request.correction),
+        "batch": len(request.batch),
+    }
+
+
+def _append_line(path: str, record: Mapping[str, Any]) -> None:
+    """Append one JSON line with a single O_APPEND write (whole while many processes write)."""
+    data = (json.dumps(record) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 def _trim(value: object) -> object | None:

@@ -50,7 +50,7 @@ from fleetline.shared.schemas import (
     SubtaskSpec,
 )
 from fleetline.shared.settings import FleetlineSettings, ModelSpec, RedisSettings, SimSettings
-from fleetline.workers.guards import CrashGuard, DeadlineGuard
+from fleetline.workers.guards import DeadlineGuard
 from fleetline.workers.run import Attempt, SubtaskRun, default_guards, tool_guards
 from fleetline.workers.runtime import WorkerRuntime
 from fleetline.workers.spend import RunSpend, bound_of
