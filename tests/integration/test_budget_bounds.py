@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 import redis
 
+from fleetline.producer.replay import replay
 from fleetline.producer.submit import parse_spec
 from fleetline.shared import keys
+from fleetline.shared.deadletters import DeadLetterStore
 from fleetline.shared.ledger import NANO, Ledger
 from fleetline.shared.schemas import OutcomeStatus, SubtaskPayload
 from tests.integration.conftest import FleetFactory
@@ -97,3 +99,78 @@ def test_a_step_delivered_again_after_its_outcome_is_recorded_calls_nothing(
     assert len(_calls(log)) == before, "no model was called for a recorded step"
     assert Ledger(redis_client).job_spend(job.job_id).spent_usd == pytest.approx(spent)
     assert fleet.store.get(job.job_id).subtasks == job.subtasks
+
+
+CJK = "半导体出口管制收紧后数据中心的投资计划推迟了三个季度。" * 40
+
+
+def test_cjk_documents_under_a_tight_token_budget_never_bill_past_it(
+    start_fleet: FleetFactory, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    invoice = tmp_path / "invoice.jsonl"
+    fleet = start_fleet(
+        with_beat=False,
+        FLEETLINE_APP=APP,
+        FLEETLINE_SIM_INVOICE=str(invoice),
+        FLEETLINE_CACHE_ENABLED="false",
+    )
+    spec = {**_spec(1.0), "input": {"text": CJK}}
+    roomy = fleet.wait(fleet.producer.submit(spec).job_id)
+    first_id = f"{roomy.job_id}:facts:1:sim-small"
+    held_tokens = int(redis_client.hget(keys.spend_call(first_id), "tokens") or 0)
+    assert held_tokens > len(CJK), "a CJK character is held as at least one token"
+
+    tight = int(held_tokens * 1.2)
+    job = fleet.wait(fleet.producer.submit({**spec, "max_tokens": tight}).job_id)
+    billed = [
+        line
+        for line in map(json.loads, invoice.read_text().splitlines())
+        if line["job_id"] == job.job_id
+    ]
+    assert billed, "the first call fitted and was made"
+    total = sum(int(b["tokens_in"]) + int(b["tokens_out"]) for b in billed)
+    assert total <= tight, f"billed {total} tokens against max_tokens {tight}"
+    assert Ledger(redis_client).job_spend(job.job_id).spent_tokens <= tight
+
+
+def test_a_dead_letter_replayed_after_its_hold_was_released_calls_nothing(
+    start_fleet: FleetFactory, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    invoice = tmp_path / "invoice.jsonl"
+    fleet = start_fleet(
+        with_beat=False,
+        FLEETLINE_APP=APP,
+        FLEETLINE_SIM_INVOICE=str(invoice),
+        FLEETLINE_SIM_CRASH_MARKER="#crash-me",
+        FLEETLINE_SIM_CRASH_TYPES="facts",
+        FLEETLINE_WORKERS__FACTS__POOL="prefork",
+        FLEETLINE_WORKERS__FACTS__CONCURRENCY="1",
+        FLEETLINE_WORKERS__FACTS__RETRY_BACKOFF_S="0.05",
+        # Deliveries lost with their process are retried within max_retries.
+        FLEETLINE_WORKERS__FACTS__MAX_RETRIES="3",
+    )
+    job = fleet.wait(
+        fleet.producer.submit({**_spec(1.0), "input": {"text": TEXT + "#crash-me"}}).job_id
+    )
+    step = next(o for o in job.subtasks if o.subtask_id == "facts")
+    assert step.error is not None and step.error.category == "poison", fleet.logs()
+    letters = DeadLetterStore(redis_client, 100)
+    deadline = time.monotonic() + 10
+    while not letters.count() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    [letter] = [x for x in letters.list() if x.reason == "poison"]
+    ledger = Ledger(redis_client)
+    # The delivery that was SIGKILLed before its call leaves its hold to the sweep; the
+    # one the crash guard stopped released its own.
+    before = ledger.job_spend(job.job_id)
+
+    replay(fleet.producer.app, letter)
+    time.sleep(3)  # the replayed message is consumed and finds the step recorded
+    assert all(fleet.fleet.alive().values()), fleet.logs()
+    assert not invoice.exists() or all(
+        json.loads(line)["job_id"] != job.job_id for line in invoice.read_text().splitlines()
+    ), "the replay called no model"
+    after = ledger.job_spend(job.job_id)
+    assert after.spent_usd == before.spent_usd == 0
+    # (The sweep may give a dead delivery's hold back meanwhile; nothing new is held.)
+    assert after.reserved_usd <= before.reserved_usd + 1e-9, "the replay held nothing"
