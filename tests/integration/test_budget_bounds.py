@@ -15,7 +15,7 @@ from fleetline.shared import keys
 from fleetline.shared.deadletters import DeadLetterStore
 from fleetline.shared.ledger import NANO, Ledger
 from fleetline.shared.schemas import OutcomeStatus, SubtaskPayload
-from tests.integration.conftest import FleetFactory
+from tests.integration.conftest import FleetFactory, RunningFleet
 
 pytestmark = pytest.mark.integration
 
@@ -32,6 +32,16 @@ def _spec(budget_usd: float) -> dict[str, object]:
     }
 
 
+def _start(start_fleet: FleetFactory, **env: str) -> RunningFleet:
+    """The budget fleet, no beat, no cache (every call reaches the sim)."""
+    return start_fleet(with_beat=False, FLEETLINE_APP=APP, FLEETLINE_CACHE_ENABLED="false", **env)
+
+
+def _held(client: redis.Redis, call_id: str, field: str) -> int:
+    """A field of a call's ledger record (`usd` in nano-USD, `tokens`)."""
+    return int(client.hget(keys.spend_call(call_id), field) or 0)
+
+
 def _calls(log: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
@@ -40,17 +50,11 @@ def test_corrections_stop_when_the_budget_cannot_hold_another_call(
     start_fleet: FleetFactory, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     log = tmp_path / "calls.jsonl"
-    fleet = start_fleet(
-        with_beat=False,
-        FLEETLINE_APP=APP,
-        FLEETLINE_SIM_MALFORMED_RATE="1",
-        FLEETLINE_SIM_CALL_LOG=str(log),
-        FLEETLINE_CACHE_ENABLED="false",
-    )
+    fleet = _start(start_fleet, FLEETLINE_SIM_MALFORMED_RATE="1", FLEETLINE_SIM_CALL_LOG=str(log))
     # A first job with room to spare shows what one call's bound is.
     roomy = fleet.wait(fleet.producer.submit(_spec(1.0)).job_id)
     first_id = f"{roomy.job_id}:facts:1:sim-small"
-    held = int(redis_client.hget(keys.spend_call(first_id), "usd") or 0) / NANO
+    held = _held(redis_client, first_id, "usd") / NANO
     assert held > 0
     step = next(o for o in roomy.subtasks if o.subtask_id == "facts")
     assert step.status is OutcomeStatus.OK, "with room, the correction fixes the answer"
@@ -73,12 +77,7 @@ def test_a_step_delivered_again_after_its_outcome_is_recorded_calls_nothing(
     start_fleet: FleetFactory, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     log = tmp_path / "calls.jsonl"
-    fleet = start_fleet(
-        with_beat=False,
-        FLEETLINE_APP=APP,
-        FLEETLINE_SIM_CALL_LOG=str(log),
-        FLEETLINE_CACHE_ENABLED="false",
-    )
+    fleet = _start(start_fleet, FLEETLINE_SIM_CALL_LOG=str(log))
     job = fleet.wait(fleet.producer.submit(_spec(1.0)).job_id)
     before = len(_calls(log))
     spent = Ledger(redis_client).job_spend(job.job_id).spent_usd
@@ -108,16 +107,11 @@ def test_cjk_documents_under_a_tight_token_budget_never_bill_past_it(
     start_fleet: FleetFactory, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     invoice = tmp_path / "invoice.jsonl"
-    fleet = start_fleet(
-        with_beat=False,
-        FLEETLINE_APP=APP,
-        FLEETLINE_SIM_INVOICE=str(invoice),
-        FLEETLINE_CACHE_ENABLED="false",
-    )
+    fleet = _start(start_fleet, FLEETLINE_SIM_INVOICE=str(invoice))
     spec = {**_spec(1.0), "input": {"text": CJK}}
     roomy = fleet.wait(fleet.producer.submit(spec).job_id)
     first_id = f"{roomy.job_id}:facts:1:sim-small"
-    held_tokens = int(redis_client.hget(keys.spend_call(first_id), "tokens") or 0)
+    held_tokens = _held(redis_client, first_id, "tokens")
     assert held_tokens > len(CJK), "a CJK character is held as at least one token"
 
     tight = int(held_tokens * 1.2)
@@ -137,9 +131,8 @@ def test_a_dead_letter_replayed_after_its_hold_was_released_calls_nothing(
     start_fleet: FleetFactory, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     invoice = tmp_path / "invoice.jsonl"
-    fleet = start_fleet(
-        with_beat=False,
-        FLEETLINE_APP=APP,
+    fleet = _start(
+        start_fleet,
         FLEETLINE_SIM_INVOICE=str(invoice),
         FLEETLINE_SIM_CRASH_MARKER="#crash-me",
         FLEETLINE_SIM_CRASH_TYPES="facts",

@@ -14,34 +14,16 @@ from fleetline.producer.cli import app as cli
 from fleetline.shared.schemas import JobResult, JobStatus
 from fleetline.shared.settings import get_settings
 from tests.integration.conftest import FleetFactory
+from tests.integration.test_cost_control import brief
 
 pytestmark = pytest.mark.integration
 
 runner = CliRunner()
-TOPICS = ("bank profits and market stocks", "chip software and cloud AI", "hospital vaccine care")
 # Wide windows so a batch job's classifications, fetched one by one, make one batch.
 BATCHING = {
     "FLEETLINE_WORKERS__CLASSIFICATION__BATCH_IDLE_MS": "300",
     "FLEETLINE_WORKERS__CLASSIFICATION__BATCH_MAX_WAIT_MS": "2000",
 }
-
-
-def brief(n_docs: int, tag: str, **spec: object) -> dict[str, object]:
-    docs = [
-        {
-            "id": f"d{i}",
-            "text": f"Acme Corp {tag} reported {10 + i}% growth in 2025 on {TOPICS[i % 3]}. "
-            f"Jane Smith said item {i} mattered.",
-        }
-        for i in range(n_docs)
-    ]
-    return {
-        "kind": "research_brief",
-        "tenant": "t1",
-        "deadline_s": 30,
-        "input": {"question": "How did Acme grow?", "documents": docs},
-        **spec,
-    }
 
 
 def reconcile(invoice: Path, *extra: str) -> tuple[int, dict[str, Any], str]:
