@@ -3,6 +3,10 @@
 A poison message (undecodable body, unknown task name, a subtask that kills its process
 every time) is stored once and acknowledged, so it neither loops nor blocks other jobs.
 Entries keep the raw message, so `replay` can put it back on its queue unchanged.
+
+Items of a queue's Redis list that are not messages at all (not JSON, JSON that is not a
+kombu envelope) are stored by the transport (`shared/transport.py`) as `raw_item`s: the
+list item's own bytes in `body_b64`, bounded by MAX_RAW_BYTES.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from typing import Any
 import redis
 
 from fleetline.shared import keys
+
+# The most bytes of a garbage list item a dead letter keeps (its size is noted).
+MAX_RAW_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,14 @@ def raw_message(
     }
 
 
+def raw_item(item: bytes) -> dict[str, Any]:
+    """A Redis list item that is not a message, as it was: its bytes in `body_b64` (so
+    `dlq show` prints them), its size, and `truncated` past MAX_RAW_BYTES."""
+    message = raw_message(item[:MAX_RAW_BYTES], None, None, {}, {})
+    message.update(raw_item=True, size=len(item), truncated=len(item) > MAX_RAW_BYTES)
+    return message
+
+
 class DeadLetterStore:
     """Dead letters in a capped Redis stream."""
 
@@ -93,7 +108,8 @@ class DeadLetterStore:
             maxlen=self._max,
             approximate=True,
         )
-        return _text(entry_id)
+        # On a pipeline (a caller's transaction) the id is known only once it executes.
+        return "" if isinstance(self._r, redis.client.Pipeline) else _text(entry_id)
 
     def list(self, limit: int = 100) -> list[DeadLetter]:
         """The newest dead letters first."""

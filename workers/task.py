@@ -48,8 +48,28 @@ def run_subtask(task: Task, raw: dict[str, Any], worker: Agent | Tool) -> dict[s
     try:
         payload = SubtaskPayload.model_validate(raw)
     except ValidationError as exc:
-        # Nothing to record against: the message itself is broken.
-        log.error("undecodable subtask payload: %s", exc)
+        # Nothing to record against: the message itself is broken. It is dead-lettered
+        # with its arguments as they came (riding out a short Redis outage), and still
+        # returns data: a subtask never raises into its chord.
+        log.error("invalid subtask payload for %s: %s", worker.name, exc)
+        detail = f"not a SubtaskPayload: {exc}"
+        delivery = task.request.delivery_info or {}
+        try:
+            runtime = get_runtime()
+            through_outage(
+                lambda: runtime.dead_letters.add(
+                    reason="invalid_payload",
+                    detail=detail,
+                    queue=str(delivery.get("routing_key") or worker.name),
+                    task=task.name,
+                    task_id=task.request.id or "",
+                    message={"args": [raw], "kwargs": {}},
+                ),
+                runtime.settings.redis.outage_grace_s,
+                "dead-lettering",
+            )
+        except Exception:
+            log.exception("could not dead-letter an invalid %s payload", worker.name)
         return {"status": OutcomeStatus.FAILED.value, "error": str(exc)[:500]}
     run = start_run(task, payload, worker)
     try:

