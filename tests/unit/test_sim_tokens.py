@@ -248,7 +248,7 @@ def _crash(invoice: str) -> None:  # pragma: no cover  (runs in a child that is 
 
 def test_a_crash_kills_before_billing(tmp_path: Path) -> None:
     invoice = tmp_path / "invoice.jsonl"
-    child = multiprocessing.get_context("fork").Process(target=_crash, args=(str(invoice),))
+    child = multiprocessing.get_context("spawn").Process(target=_crash, args=(str(invoice),))
     child.start()
     child.join(10)
     assert child.exitcode == -signal.SIGKILL
@@ -257,7 +257,8 @@ def test_a_crash_kills_before_billing(tmp_path: Path) -> None:
 
 def test_many_writers_keep_lines_whole(tmp_path: Path) -> None:
     invoice = tmp_path / "invoice.jsonl"
-    ctx = multiprocessing.get_context("fork")
+    # Spawned, not forked: a fork of a process with threads can inherit a held lock.
+    ctx = multiprocessing.get_context("spawn")
     children = [ctx.Process(target=_bill_many, args=(str(invoice), n)) for n in range(4)]
     for child in children:
         child.start()
