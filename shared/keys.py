@@ -45,7 +45,8 @@ INFLIGHT_TTL_S = 2 * 3600
 
 
 def inflight(job_id: str, subtask_id: str) -> str:
-    """STRING: deliveries of a subtask that started and have not finished (crash counter)."""
+    """SET: the deliveries of a subtask that started and have not finished, one member
+    each (crash counter)."""
     return f"{PREFIX}:job:{{{job_id}}}:inflight:{subtask_id}"
 
 

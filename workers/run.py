@@ -87,6 +87,8 @@ class SubtaskRun:
     call_error: Exception | None = None
     # The holds and bills of this run's provider calls.
     spend: RunSpend = field(init=False)
+    # This delivery, as the crash guard marks it in flight (once, however often it checks).
+    delivery: str = field(default_factory=lambda: uuid.uuid4().hex)
     _entered: list[Guard] = field(default_factory=list)
     _requests: dict[str, ModelRequest] = field(default_factory=dict)
     # A call id that replaces the default one for a model (see renew_call_id).

@@ -1,7 +1,9 @@
 """Crashes: a subtask whose deliveries keep killing their process is poison.
 
-Each delivery marks itself in flight before the call and clears the mark after; marks
-left behind count deliveries that died mid-run (pool child or whole worker SIGKILLed).
+Each delivery marks itself in flight before the call (its own member of a set, so a
+guard round trip run again after a Redis timeout marks it once) and clears the marks
+after; marks left behind count deliveries that died mid-run (pool child or whole worker
+SIGKILLed).
 Past the limit the subtask is dead-lettered and ends `failed`, so the chord, and every
 other job, goes on.
 """
@@ -27,8 +29,9 @@ class CrashGuard:
 
     def before(self, run: SubtaskRun, trip: RoundTrip) -> Check:
         key = keys.inflight(run.payload.job_id, run.payload.subtask.id)
-        index = trip.queue("INCR", key)
+        trip.queue("SADD", key, run.delivery)
         trip.queue("EXPIRE", key, keys.INFLIGHT_TTL_S)
+        index = trip.queue("SCARD", key)
         limit = run.runtime.settings.celery.poison_after_crashes
 
         def check(replies: list[Any]) -> SubtaskOutcome | None:
