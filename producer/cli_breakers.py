@@ -17,7 +17,7 @@ from fleetline.shared.settings import FleetlineSettings
 
 breakers_app = typer.Typer(
     name="breakers",
-    help="Circuit breakers, one per (worker type, model): list them or reset one.",
+    help="Circuit breakers, one per (agent, model) and one per tool: list them or reset one.",
     invoke_without_command=True,
 )
 

@@ -1,4 +1,5 @@
-"""Fleet-wide circuit breakers, one per (worker type, model), named `extraction:sim-small`.
+"""Fleet-wide circuit breakers, one per (agent, model), named `extraction:sim-small`, and one
+per tool, named `lookup:tool`.
 
 A breaker opens when, over a sliding window (`window_s`, in `buckets` steps), at least
 `min_calls` results were recorded and `failure_rate` of them were failures. It stays open

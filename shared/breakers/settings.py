@@ -13,7 +13,7 @@ RedisDownPolicy = Literal["fail_open", "fail_closed"]
 
 
 class BreakerSettings(BaseSettings):
-    """Fleet-wide circuit breakers, one per (worker type, model)."""
+    """Fleet-wide circuit breakers, one per (agent, model) and one per tool."""
 
     model_config = SettingsConfigDict(env_prefix="FLEETLINE_BREAKER_", extra="ignore")
 
