@@ -107,21 +107,26 @@ class Up:
     workdir: Path
     env: dict[str, str]
 
-    def run(self, *args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         """A `fleetline` command in the same directory (no Redis URL given)."""
-        return subprocess.run(
-            [FLEETLINE, *args],
-            check=False,
-            cwd=self.workdir,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-        )
+        return _cli(self.workdir, self.env, *args)
 
     def redis(self) -> redis.Redis:
         url = (self.workdir / ".fleetline" / "redis" / "url").read_text().strip()
         return redis.Redis.from_url(url)
+
+
+def _cli(workdir: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """A `fleetline` command run in `workdir`, as a shell there would run it."""
+    return subprocess.run(
+        [FLEETLINE, *args],
+        check=False,
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def _env(workdir: Path) -> dict[str, str]:
@@ -249,15 +254,7 @@ def test_another_service_submits_through_the_fleet_object(
 
 def test_an_app_that_does_not_import_stops_with_its_name(tmp_path: Path) -> None:
     (tmp_path / "spec.json").write_text(json.dumps(SPEC))
-    result = subprocess.run(
-        [FLEETLINE, "submit", "--app", "acme_missing:fleet", "spec.json"],
-        check=False,
-        cwd=tmp_path,
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = _cli(tmp_path, _env(tmp_path), "submit", "--app", "acme_missing:fleet", "spec.json")
     assert result.returncode == 2
     assert "acme_missing:fleet" in result.stderr and "acme_missing" in result.stderr
 
@@ -272,14 +269,6 @@ def test_an_app_with_two_agents_of_one_name_stops_naming_it(tmp_path: Path) -> N
         "fleet.agent('echo', tier='cheap', output=Out, prompt='Echo again.')\n"
     )
     (tmp_path / "spec.json").write_text(json.dumps({"kind": "any", "input": {}}))
-    result = subprocess.run(
-        [FLEETLINE, "submit", "-A", "twice:fleet", "spec.json"],
-        check=False,
-        cwd=tmp_path,
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = _cli(tmp_path, _env(tmp_path), "submit", "-A", "twice:fleet", "spec.json")
     assert result.returncode == 2
     assert "twice:fleet" in result.stderr and "'echo'" in result.stderr

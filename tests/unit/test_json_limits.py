@@ -19,30 +19,14 @@ from fleetline.shared.json_limits import MAX_ERRORS, check_text, check_value, pr
 from fleetline.shared.schemas import JobSpec
 from fleetline.shared.settings import LimitsSettings, load_settings, read_settings
 
+# The CLI tests' spec, and their guard against a local `fleetline up` (autouse).
+from tests.unit.test_cli import no_local_redis, valid_spec  # noqa: F401 (autouse fixture)
+
 DEPTH = 64
 BYTES = 20_000_000
 HUGE = 100_000
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def no_local_redis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A `fleetline up` someone runs in the repository is never found by these tests."""
-    monkeypatch.setenv("FLEETLINE_REDIS_EMBEDDED_DIR", str(tmp_path / "redis"))
-
-
-def valid_spec() -> dict[str, Any]:
-    return {
-        "kind": "research_brief",
-        "tenant": "t1",
-        "budget_usd": 0.5,
-        "deadline_s": 30,
-        "input": {
-            "question": "What did Acme Corp report?",
-            "documents": [{"id": "d1", "text": "Acme Corp reported revenue of $3 billion."}],
-        },
-    }
 
 
 def deep_text(levels: int) -> str:
