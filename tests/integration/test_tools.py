@@ -110,7 +110,8 @@ def test_a_tool_breaker_is_fleet_wide_and_a_real_pybreaker(
         breaker.call(lambda: None)
     breaker.close()
     assert ("open", "closed") in seen
-    assert runner.invoke(cli, ["breakers", "--json", "-A", APP]).exit_code == 0
+    closed = runner.invoke(cli, ["breakers", "--json", "-A", APP])
+    assert {r["name"]: r["state"] for r in json.loads(closed.output)}["down:tool"] == "closed"
 
 
 def test_fault_injection_stalls_a_tool_by_name(start_fleet: FleetFactory, tmp_path: Path) -> None:
