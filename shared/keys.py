@@ -50,6 +50,13 @@ def inflight(job_id: str, subtask_id: str) -> str:
     return f"{PREFIX}:job:{{{job_id}}}:inflight:{subtask_id}"
 
 
+# A step's closing round trip may run again after Redis failed before its reply came
+# (through_outage): the writes in it that count (a breaker's result, a cache saving) leave
+# a once-marker per delivery so that they count once. A marker must outlive every retry of
+# that trip (outage_grace_s, 30 s by default) and then go soon: a busy fleet writes two a call.
+CLOSING_ONCE_TTL_S = 900
+
+
 def dead_letters() -> str:
     """STREAM: messages that could not be run (capped by settings.celery.dead_letter_max)."""
     return f"{PREFIX}:dlq"
@@ -99,6 +106,19 @@ def spend_call(call_id: str) -> str:
 def spend_holds() -> str:
     """ZSET: call record keys scored by when their hold expires; swept by the scripts."""
     return f"{PREFIX}:{{spend}}:holds"
+
+
+def rate_window(group: str, minute: int) -> str:
+    """HASH: one API key's calendar minute (`unix_time // 60`): `requests`, `tokens` held
+    and used by the calls reserved in it (shared/rate_limits.py). In the `{spend}` slot:
+    the reservation script holds it with the call's money. TTL: the minute plus one."""
+    return f"{PREFIX}:{{spend}}:rate:{group}:{minute}"
+
+
+def spend_saving_once(once: str, kind: str) -> str:
+    """STRING: set when the saving `kind` (cache | tiering) of one delivery (`once`) was
+    counted, so that counting it again changes nothing; TTL CLOSING_ONCE_TTL_S."""
+    return f"{PREFIX}:{{spend}}:saving:{once}:{kind}"
 
 
 # --- Kill switches (shared/killswitch.py) ---------------------------------------------------
@@ -161,6 +181,12 @@ def breaker_window(name: str) -> str:
 def breaker_probe(name: str) -> str:
     """STRING: the token of the one half-open probe call in flight (SET NX PX)."""
     return f"{PREFIX}:{{breaker}}:{name}:probe"
+
+
+def breaker_result_once(name: str, once: str) -> str:
+    """STRING: the reply of the result one delivery (`once`) recorded on breaker `name`, so
+    that recording it again replays that reply and counts nothing; TTL CLOSING_ONCE_TTL_S."""
+    return f"{PREFIX}:{{breaker}}:{name}:once:{once}"
 
 
 def breaker_registry() -> str:

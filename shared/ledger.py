@@ -22,6 +22,7 @@ from pydantic import Field, NonNegativeFloat
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fleetline.shared import keys
+from fleetline.shared.rate_limits import RateLimit, rate_arguments
 from fleetline.shared.round_trip import RoundTrip, one_reply
 from fleetline.shared.scripts import load_script
 
@@ -163,12 +164,17 @@ class Refusal:
 
 @dataclass(frozen=True)
 class Reservation:
-    """ok: the worst case is held. duplicate: the call id had a record already (state)."""
+    """ok: the worst case is held. duplicate: the call id had a record already (state).
+
+    retry_after_s: set when only the rate window refused (state `rate_limited`): when the
+    next one opens.
+    """
 
     ok: bool
     state: str
     duplicate: bool = False
     refusal: Refusal | None = None
+    retry_after_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -257,17 +263,26 @@ def plan_counters(
     return counter_keys, ttls, counters
 
 
-def parse_reserve(reply: Any) -> Reservation:
-    """The reply of a queued reservation (see Ledger.queue_reserve)."""
+def parse_reserve(reply: Any, delivery: str = "") -> Reservation:
+    """The reply of a queued reservation (see Ledger.queue_reserve).
+
+    A record the same delivery took is its hold still (the reply of a first try was
+    lost); another delivery's hold is never spent on: that one may have called already.
+    """
     code, text = int(reply[0]), _text(reply[1])
     if code == 1:
         return Reservation(ok=True, state=text)
     if code == 2:
-        return Reservation(ok=text == "reserved", state=text, duplicate=True)
+        mine = text == "reserved" and _text(reply[2]) == delivery
+        return Reservation(ok=mine, state=text, duplicate=True)
     window, metric = _text(reply[2]), _text(reply[3])
     scale = NANO if metric == "usd" else 1
     limit, spent, held, want = (int(x) / scale for x in reply[4:8])
     refusal = Refusal(text, window, metric, limit, spent, held, want)
+    if code == 3:
+        return Reservation(
+            False, "rate_limited", refusal=refusal, retry_after_s=int(reply[8]) / 1000
+        )
     return Reservation(ok=False, state="refused", refusal=refusal)
 
 
@@ -286,6 +301,12 @@ class Ledger:
         self._settle = load_script(client, "ledger_settle", "ledger_lib")
         self._release = load_script(client, "ledger_release", "ledger_lib")
         self._sweep = load_script(client, "ledger_sweep", "ledger_lib")
+        self._saving = load_script(client, "ledger_saving", "ledger_lib")
+
+    @property
+    def client(self) -> redis.Redis:
+        """The client the ledger runs on (for round trips that mix its scripts)."""
+        return self._r
 
     def reserve(
         self,
@@ -297,21 +318,35 @@ class Ledger:
         model: str = "",
         now: float | None = None,
         hold_s: float | None = None,
+        delivery: str = "",
+        rate: RateLimit | None = None,
     ) -> Reservation:
         """Hold a call's worst-case cost against every scope, or refuse and hold nothing.
 
-        call_id: one provider call attempt (reserving it again changes nothing: a held
-        reservation stands, a settled or released one is refused). usd/tokens: the call's
+        call_id: one provider call attempt (reserving it again changes nothing: the
+        delivery that holds it still does, any other is refused). usd/tokens: the call's
         worst case. model: counted for the per-model report. hold_s: how long the hold
-        outlives a worker that never settles (default keys.SPEND_HOLD_TTL_S).
+        outlives a worker that never settles (default keys.SPEND_HOLD_TTL_S). delivery:
+        who takes the hold. rate: the model's per-minute limits (one request and `tokens`
+        are held in the current minute too).
         """
         return parse_reserve(
             one_reply(
                 self._r,
                 lambda trip: self.queue_reserve(
-                    trip, call_id, usd, tokens, scopes, model=model, now=now, hold_s=hold_s
+                    trip,
+                    call_id,
+                    usd,
+                    tokens,
+                    scopes,
+                    model=model,
+                    now=now,
+                    hold_s=hold_s,
+                    delivery=delivery,
+                    rate=rate,
                 ),
-            )
+            ),
+            delivery,
         )
 
     def queue_reserve(
@@ -325,6 +360,8 @@ class Ledger:
         model: str = "",
         now: float | None = None,
         hold_s: float | None = None,
+        delivery: str = "",
+        rate: RateLimit | None = None,
     ) -> int:
         """Queue the reservation; read the reply at the index returned with parse_reserve."""
         if usd < 0 or tokens < 0:
@@ -334,9 +371,10 @@ class Ledger:
         hold = self._hold_s if hold_s is None else hold_s
         # The record must outlive its hold, or a sweep could not give the hold back.
         record_ttl = max(keys.SPEND_CALL_TTL_S, math.ceil(hold) + keys.SPEND_WINDOW_GRACE_S)
+        rate_keys, rate_spec = rate_arguments(rate, now)
         return trip.script(
             self._reserve,
-            [keys.spend_call(call_id), keys.spend_holds(), *counter_keys],
+            [keys.spend_call(call_id), keys.spend_holds(), *counter_keys, *rate_keys],
             [
                 repr(now),
                 repr(now + hold),
@@ -345,6 +383,8 @@ class Ledger:
                 tokens,
                 json.dumps(counters),
                 json.dumps(ttls),
+                delivery,
+                rate_spec,
             ],
         )
 
@@ -391,12 +431,22 @@ class Ledger:
         return trip.script(self._release, [keys.spend_call(call_id), keys.spend_holds()], [])
 
     def record_saving(
-        self, kind: SavingKind, usd: float, scopes: Sequence[Scope], now: float | None = None
+        self,
+        kind: SavingKind,
+        usd: float,
+        scopes: Sequence[Scope],
+        now: float | None = None,
+        *,
+        once: str = "",
     ) -> None:
-        """Count money not spent thanks to the cache or a cheaper tier, in one round trip."""
-        pipe = self._r.pipeline(transaction=True)
-        self.queue_record_saving(pipe, kind, usd, scopes, now)
-        pipe.execute()
+        """Count money not spent thanks to the cache or a cheaper tier, in one round trip.
+
+        once: counts this saving at most once per value (a delivery); empty counts it
+        every time.
+        """
+        trip = RoundTrip(self._r)
+        self.queue_record_saving(trip, kind, usd, scopes, now, once=once)
+        trip.execute()
 
     def queue_record_saving(
         self,
@@ -406,14 +456,30 @@ class Ledger:
         scopes: Sequence[Scope],
         now: float | None = None,
         model: str = "",
+        *,
+        once: str = "",
     ) -> None:
-        """Queue `record_saving` on a pipeline (its replies carry nothing to read)."""
+        """Queue `record_saving` on a pipeline (its reply carries nothing to read).
+
+        once: the delivery the saving belongs to: a round trip run again after Redis lost
+        its reply (the closing trip, through_outage) counts it once. Empty: no marker.
+        """
         now = time.time() if now is None else now
         counter_keys, ttls, counters = plan_counters(scopes, model, now)
-        for c in counters:
-            pipe.hincrby(counter_keys[c[0] - 3], f"{c[1]}|saved_{kind}_usd", to_nano(usd))
-        for key, ttl in zip(counter_keys, ttls, strict=True):
-            pipe.expire(key, ttl)
+        # plan_counters numbers keys from KEYS[3] (a reservation's call and holds come
+        # first); this script's counters start at KEYS[1].
+        fields = [[c[0] - 2, f"{c[1]}|saved_{kind}_usd"] for c in counters]
+        marker = [keys.spend_saving_once(once, kind)] if once else []
+        self._saving(
+            keys=[*counter_keys, *marker],
+            args=[
+                to_nano(usd),
+                json.dumps(fields),
+                json.dumps(ttls),
+                keys.CLOSING_ONCE_TTL_S if once else 0,
+            ],
+            client=pipe,
+        )
 
     def spend_report(self, window: Window | str, now: float | None = None) -> SpendReport:
         """Spent and reserved per scope in the UTC hour or day holding `now`."""

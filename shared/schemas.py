@@ -91,6 +91,10 @@ class SubtaskPayload(_Strict):
     budget_tokens: int | None = None
     # The job's latency profile lets this call wait to share a batched model call.
     batchable: bool = False
+    # Times this step went back to its queue to wait for a rate window (not retries), and
+    # how long it has waited for windows so far.
+    rate_deferrals: int = Field(default=0, ge=0)
+    rate_waited_s: float = Field(default=0.0, ge=0)
 
 
 class OutcomeError(_Strict):
@@ -114,6 +118,8 @@ class SubtaskOutcome(_Strict):
     cached: bool = False
     # How many subtasks shared the model call (0: it had a call of its own).
     batch_size: int = 0
+    # How long it waited for its model's rate window to open.
+    rate_waited_s: float = 0.0
     critical: bool = False
     # Set when another model than the tier's first served: which one it was, and why.
     routed_from: str | None = None

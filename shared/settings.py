@@ -27,6 +27,7 @@ from fleetline.shared.fleet.loading import load_fleet
 from fleetline.shared.killswitch import KillSwitchSettings
 from fleetline.shared.ledger import SpendSettings
 from fleetline.shared.policy import WorkerPolicy
+from fleetline.shared.rate_limits import RateLimit
 from fleetline.shared.scheduled import ScheduleSettings
 
 if TYPE_CHECKING:
@@ -77,13 +78,25 @@ class CelerySettings(BaseSettings):
 
 
 class ModelSpec(BaseModel):
-    """One model: who serves it and what it costs (USD per million tokens)."""
+    """One model: who serves it, what it costs (USD per million tokens), and the
+    per-minute limits of the API key serving it."""
 
     provider: Provider
     # The provider's own model id; defaults to the key it is listed under.
     api_model: str | None = None
     input_usd_per_mtok: float = Field(ge=0)
     output_usd_per_mtok: float = Field(ge=0)
+    # Requests and tokens per minute, held across the whole fleet (None: no limit).
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    # Models served by one API key share its limit: give them the same key here.
+    rate_limit_key: str | None = None
+
+    def rate_limit(self, model_key: str) -> RateLimit | None:
+        """The limit a call of this model (listed as `model_key`) counts against."""
+        if self.rpm is None and self.tpm is None:
+            return None
+        return RateLimit(self.rate_limit_key or model_key, self.rpm, self.tpm)
 
 
 def _default_models() -> dict[str, ModelSpec]:
@@ -187,6 +200,9 @@ class SimSettings(BaseSettings):
     # (comma-separated; empty: all). stall_types lists agents and tools too.
     crash_marker: str = ""
     crash_types: str = ""
+    # When the process dies: on the model call (before billing), or after the step's
+    # calls were billed and before they are settled.
+    crash_at: Literal["call", "settlement"] = "call"
 
     @property
     def stalled(self) -> frozenset[str]:
@@ -272,14 +288,22 @@ class FleetlineSettings(BaseSettings):
     default_latency_profile: str = "interactive"
     sentry_dsn: SecretStr | None = None
     log_level: str = "INFO"
+    # Where workers write each call's usage ahead of its settlement; keep it on a volume
+    # that outlives a worker's restart, so a killed worker's calls are still charged.
+    spool_dir: str = ".fleetline/spool"
 
     @field_validator("models", mode="before")
     @classmethod
     def _add_models(cls, value: object) -> object:
-        # Models named in the environment are added to the built-in price table.
+        # Models named in the environment are added to the built-in price table; fields
+        # given for a built-in model (FLEETLINE_MODELS__GPT-4O__TPM) update its row.
         if not isinstance(value, dict):
             return value
-        return {**{k: v.model_dump() for k, v in _default_models().items()}, **value}
+        rows: dict[str, Any] = {k: v.model_dump() for k, v in _default_models().items()}
+        for key, row in value.items():
+            known = rows.get(key)
+            rows[key] = {**known, **row} if known is not None and isinstance(row, dict) else row
+        return rows
 
     @field_validator("tiers", mode="before")
     @classmethod

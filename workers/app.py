@@ -14,7 +14,12 @@ import time
 from typing import Any
 
 from celery import Task
-from celery.signals import worker_init, worker_process_init
+from celery.signals import (
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutdown,
+)
 from celery.worker.control import control_command
 
 from fleetline.beat.enforcement import (
@@ -41,6 +46,7 @@ from fleetline.workers.consumer import DeadLetteringConsumer
 from fleetline.workers.fan_in import run_fan_in
 from fleetline.workers.runtime import get_runtime
 from fleetline.workers.task import register_worker_type
+from fleetline.workers.usage_spool import start_replayer
 
 settings = get_settings()
 fleet = settings.fleet
@@ -97,11 +103,25 @@ _home_queues: set[str] = set()
 def _on_worker_init(sender: Any, **_: Any) -> None:
     _home_queues.update(sender.app.amqp.queues.consume_from)
     init_sentry(settings)
+    # The main process replays too: it outlives the pool children that die.
+    _replay_billed_usage()
 
 
 @worker_process_init.connect
 def _on_process_init(**_: Any) -> None:
     init_sentry(settings)
+    _replay_billed_usage()
+
+
+@worker_shutdown.connect
+@worker_process_shutdown.connect
+def _on_shutdown(**_: Any) -> None:
+    get_runtime().spool.close()
+
+
+def _replay_billed_usage() -> None:
+    runtime = get_runtime()
+    start_replayer(runtime.spool, runtime.ledger)
 
 
 @control_command(name=RESUME_COMMAND, args=[("queue", str)], signature="<queue>")

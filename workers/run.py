@@ -7,6 +7,7 @@ check) and one after it (every guard's closing write and the outcome's record).
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
 from collections.abc import Callable
@@ -26,10 +27,12 @@ from fleetline.workers.guards import (
     CacheGuard,
     CrashGuard,
     DeadlineGuard,
+    Defer,
     Guard,
     KillSwitchGuard,
     RecordedGuard,
     Reroute,
+    WaitForRateWindow,
 )
 from fleetline.workers.runtime import WorkerRuntime
 from fleetline.workers.spend import RunSpend
@@ -96,6 +99,8 @@ class SubtaskRun:
 
     def __post_init__(self) -> None:
         self.spend = RunSpend(self)
+        if self.payload.rate_waited_s:
+            self.notes["rate_waited_s"] = self.payload.rate_waited_s
         if not self.guards:
             self.guards = default_guards() if isinstance(self.worker, Agent) else tool_guards()
         if isinstance(self.worker, Agent) and not self.model:
@@ -146,13 +151,15 @@ class SubtaskRun:
             replies = trip.execute()
             # Every check reads its replies, so each guard knows what it holds; the first
             # verdict decides.
-            verdict: SubtaskOutcome | Reroute | None = None
+            verdict: SubtaskOutcome | Reroute | Defer | None = None
             self.stopped = False
             for check in checks:
                 found = check(replies)
                 if found is not None and verdict is None:
                     verdict = found
                     self.stopped = True
+            if isinstance(verdict, Defer):
+                raise WaitForRateWindow(verdict)
             if not isinstance(verdict, Reroute):
                 return verdict
             following = next(remaining, None)
@@ -166,6 +173,14 @@ class SubtaskRun:
             self.notes["route_reason"] = verdict.reason
             self.model = following
             self.called = False
+
+    def wait_for_window(self, seconds: float) -> None:
+        """Sleep until a rate window opens (a short wait: see WAIT_IN_PLACE_S), counted on
+        the outcome as `rate_waited_s`."""
+        # A little spread, so that the fleet's waiting calls do not all arrive at once.
+        seconds += random.uniform(0.0, 0.05)
+        time.sleep(seconds)
+        self.notes["rate_waited_s"] = self.notes.get("rate_waited_s", 0.0) + seconds
 
     def call_id(self) -> str:
         """The ledger's id of this delivery's first call on the current model."""
@@ -303,12 +318,14 @@ class SubtaskRun:
         and its reply comes back second. The outcome returned is the one recorded: for a
         duplicate delivery, the first one's.
         """
+        self.spend.crash_if_told()
         trip = RoundTrip(self.runtime.redis)
         for guard in self._entered:
             guard.after(self, outcome, trip)
         index = self.runtime.store.queue_record(trip, self.payload.job_id, outcome, self.actor)
         extra = also(trip) if also is not None else None
         replies = trip.execute()
+        self.spend.settled()
         extra_reply = replies[extra] if extra is not None else None
         if self.runtime.store.recorded(replies[index]):
             return outcome, extra_reply
@@ -321,4 +338,5 @@ class SubtaskRun:
         for guard in self._entered:
             guard.after(self, None, trip)
         trip.execute()
+        self.spend.settled()
         self._entered.clear()

@@ -27,6 +27,7 @@ from fleetline.shared.redis_client import make_redis
 from fleetline.shared.settings import FleetlineSettings, get_settings
 from fleetline.shared.state import StateStore
 from fleetline.workers.batching import Batcher
+from fleetline.workers.usage_spool import UsageSpool
 
 
 @dataclass
@@ -45,6 +46,10 @@ class WorkerRuntime:
     @cached_property
     def ledger(self) -> Ledger:
         return Ledger(self.redis)
+
+    @cached_property
+    def spool(self) -> UsageSpool:
+        return UsageSpool(self.settings.spool_dir, redis_identity(self.redis))
 
     @cached_property
     def cache(self) -> ResultCache:
@@ -114,6 +119,13 @@ class WorkerRuntime:
         if found is None:
             found = self._clients[model] = build_client(model, self.settings)
         return found
+
+
+def redis_identity(client: redis.Redis) -> str:
+    """Which server and database `client` talks to (no credentials), as `host:port/db`."""
+    kwargs = client.connection_pool.connection_kwargs
+    where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
+    return f"{where}/{kwargs.get('db', 0)}"
 
 
 def build_runtime(settings: FleetlineSettings) -> WorkerRuntime:

@@ -18,8 +18,10 @@ from redis.exceptions import RedisError
 from fleetline.shared.errors import ModelTimeout, PermanentStepError, RetryableStepError
 from fleetline.shared.fleet import Agent, Tool
 from fleetline.shared.outage import through_outage
+from fleetline.shared.rate_limits import WAIT_IN_PLACE_S
 from fleetline.shared.schemas import OutcomeStatus, SubtaskOutcome, SubtaskPayload
 from fleetline.shared.settings import FleetlineSettings
+from fleetline.workers.guards import WaitForRateWindow
 from fleetline.workers.retry import retry_delay_s
 from fleetline.workers.run import Attempt, SubtaskRun
 from fleetline.workers.runtime import get_runtime
@@ -32,11 +34,13 @@ STORE_RETRIES = 30
 
 def start_run(task: Task, payload: SubtaskPayload, worker: Agent | Tool) -> SubtaskRun:
     """A run of this delivery, labelled with the worker and task that make it."""
+    # Going back to the queue for a rate window is a Celery retry, but not an attempt.
+    attempt = task.request.retries + 1 - payload.rate_deferrals
     return SubtaskRun(
         payload=payload,
         worker=worker,
         runtime=get_runtime(),
-        attempt=Attempt(number=task.request.retries + 1, started_at=time.time()),
+        attempt=Attempt(number=attempt, started_at=time.time()),
         actor=task.request.hostname or "",
         task_name=task.name,
         task_id=task.request.id or "",
@@ -87,7 +91,46 @@ def record(run: SubtaskRun, outcome: SubtaskOutcome) -> SubtaskOutcome:
 
 
 def drive(task: Task, run: SubtaskRun) -> SubtaskOutcome:
-    """Guards, then the call; a retryable failure retries while the deadline allows."""
+    """Guards, then the call; a full rate window is waited for, in place when it opens
+    soon, else back in the queue; when it opens past the deadline the step ends
+    `timed_out` (`rate_limit`) without a call."""
+    while True:
+        try:
+            return attempt(task, run)
+        except WaitForRateWindow as full:
+            run.abandon()  # nothing stays held while it waits
+            wait = full.wait
+            if time.time() + wait.seconds >= run.payload.deadline_at:
+                message = f"{wait.reason}; the next window opens {wait.seconds:.1f}s from now, "
+                return run.outcome(
+                    OutcomeStatus.TIMED_OUT, "rate_limit", message + "past the deadline"
+                )
+            if wait.seconds > WAIT_IN_PLACE_S:
+                raise requeue_for_window(task, run, wait.seconds) from full
+            run.wait_for_window(wait.seconds)
+
+
+def requeue_for_window(task: Task, run: SubtaskRun, seconds: float) -> Exception:
+    """The Retry that sends the step back to its queue until the window opens; it is not
+    one of the step's retries (its attempt number and max_retries stay as they were)."""
+    payload = run.payload.model_copy(
+        update={
+            "rate_deferrals": run.payload.rate_deferrals + 1,
+            "rate_waited_s": run.notes.get("rate_waited_s", 0.0) + seconds,
+        }
+    )
+    log.info("%s waits %.1fs for a rate window", run.payload.subtask.id, seconds)
+    retry: Exception = task.retry(
+        args=[payload.model_dump(mode="json")],
+        countdown=seconds,
+        max_retries=task.request.retries + 1,
+    )
+    return retry
+
+
+def attempt(task: Task, run: SubtaskRun) -> SubtaskOutcome:
+    """One pass of the guards and the call; a retryable failure retries while the
+    deadline allows."""
     policy = run.runtime.settings.worker(run.payload.subtask.worker_type)
     grace = run.runtime.settings.redis.outage_grace_s
     try:
@@ -101,13 +144,14 @@ def drive(task: Task, run: SubtaskRun) -> SubtaskOutcome:
         ):
             log.info("retrying %s in %.2fs: %s", run.payload.subtask.id, delay, exc)
             run.abandon()
-            raise task.retry(countdown=delay, max_retries=policy.max_retries) from exc
+            retries = policy.max_retries + run.payload.rate_deferrals
+            raise task.retry(countdown=delay, max_retries=retries) from exc
         return run.failure(exc)
     except PermanentStepError as exc:
         return run.failure(exc)
     except SoftTimeLimitExceeded:
         return run.failure(ModelTimeout("worker time limit reached"))
-    except RedisError:
+    except (RedisError, WaitForRateWindow):
         raise
     except Exception as exc:
         log.exception("subtask %s failed unexpectedly", run.payload.subtask.id)

@@ -69,6 +69,12 @@ def _keys(name: str) -> list[str]:
     ]
 
 
+def _record_keys(name: str, once: str) -> list[str]:
+    """The record script's keys; with `once`, the marker that makes the result count once."""
+    marker = [keys.breaker_result_once(name, once)] if once else []
+    return _keys(name) + marker
+
+
 class RedisBreakers:
     """Every breaker of the fleet, in Redis. One instance per process; the client is injected
     (build it with `breaker_redis` for the short timeouts)."""
@@ -149,11 +155,24 @@ class RedisBreakers:
         return permit
 
     def queue_record(
-        self, trip: RoundTrip, name: str, result: Result, permit: Permit | None = None
+        self,
+        trip: RoundTrip,
+        name: str,
+        result: Result,
+        permit: Permit | None = None,
+        *,
+        once: str = "",
     ) -> int:
-        """Queue the record script; return its reply's index (see parse_record)."""
+        """Queue the record script; return its reply's index (see parse_record).
+
+        once: the delivery this result belongs to. A round trip run again after Redis lost
+        its reply (the closing trip, through_outage) then counts the result once and
+        replies as the first time; empty records every time.
+        """
         token = self._token(check_name(name), permit)
-        return trip.script(self._record, _keys(name), self._record_args(name, result, token))
+        return trip.script(
+            self._record, _record_keys(name, once), self._record_args(name, result, token)
+        )
 
     def parse_record(self, name: str, reply: Any) -> Recorded:
         """The Recorded of a queued record's reply (an error reply: unavailable)."""
@@ -251,6 +270,7 @@ class RedisBreakers:
             repr(s.failure_rate),
             s.reset_ms,
             _idle_s(),
+            keys.CLOSING_ONCE_TTL_S,
         ]
 
     def _token(self, name: str, permit: Permit | None) -> str:

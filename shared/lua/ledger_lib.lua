@@ -19,6 +19,15 @@ local function unhold(counters, usd, tokens)
   end
 end
 
+-- Move a call's tokens in the rate window it was reserved in (while that window lasts):
+-- back to what the provider reported on settlement, all of them when it was never billed.
+local function rate_adjust(call, delta)
+  local window = redis.call("HGET", call, "rate")
+  if window and delta ~= 0 and redis.call("EXISTS", window) == 1 then
+    redis.call("HINCRBY", window, "tokens", delta)
+  end
+end
+
 -- Free the holds of calls whose worker never settled nor released them (it crashed).
 local function sweep(holds, now, limit)
   local expired = redis.call("ZRANGEBYSCORE", holds, "-inf", now, "LIMIT", 0, limit)
@@ -26,6 +35,7 @@ local function sweep(holds, now, limit)
     local rec = redis.call("HMGET", call, "state", "usd", "tokens", "counters")
     if rec[1] == "reserved" then
       unhold(cjson.decode(rec[4]), rec[2], rec[3])
+      rate_adjust(call, -tonumber(rec[3]))
       redis.call("HSET", call, "state", "expired")
     end
     redis.call("ZREM", holds, call)

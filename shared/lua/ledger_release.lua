@@ -6,7 +6,11 @@ local call, holds = KEYS[1], KEYS[2]
 local rec = redis.call("HMGET", call, "state", "usd", "tokens", "counters")
 if not rec[1] then return {-1, "unknown"} end
 if rec[1] ~= "reserved" and rec[1] ~= "expired" then return {0, rec[1]} end
-if rec[1] == "reserved" then unhold(cjson.decode(rec[4]), rec[2], rec[3]) end
+if rec[1] == "reserved" then
+  unhold(cjson.decode(rec[4]), rec[2], rec[3])
+  -- Its tokens go back; its request stays counted: a failed call was sent all the same.
+  rate_adjust(call, -tonumber(rec[3]))
+end
 redis.call("HSET", call, "state", "released")
 redis.call("ZREM", holds, call)
 return {1, rec[1]}

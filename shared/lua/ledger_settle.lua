@@ -11,7 +11,12 @@ local rec = redis.call("HMGET", call, "state", "usd", "tokens", "counters")
 if not rec[1] then return {-1, "unknown"} end
 if rec[1] ~= "reserved" and rec[1] ~= "expired" then return {0, rec[1]} end
 local counters = cjson.decode(rec[4])
-if rec[1] == "reserved" then unhold(counters, rec[2], rec[3]) end
+if rec[1] == "reserved" then
+  unhold(counters, rec[2], rec[3])
+  rate_adjust(call, tonumber(ARGV[2]) - tonumber(rec[3]))
+else
+  rate_adjust(call, tonumber(ARGV[2]))  -- the sweep gave the hold's tokens back
+end
 local overrun = tonumber(ARGV[1]) - tonumber(rec[2])
 for _, c in ipairs(counters) do
   if redis.call("EXISTS", c[1]) == 1 then

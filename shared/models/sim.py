@@ -57,7 +57,7 @@ class SimClient:
             rng.random() for _ in range(5)
         )
 
-        if s.crashes(request.worker_type, request.document):
+        if s.crash_at == "call" and s.crashes(request.worker_type, request.document):
             os.kill(os.getpid(), signal.SIGKILL)
         if s.down(request.model) or s.down(request.worker_type):
             raise ProviderServerError(f"sim: {request.model} is down (outage file)")

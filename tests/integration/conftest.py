@@ -109,6 +109,8 @@ def start_fleet(
         with_beat: bool = True,
         **env: str,
     ) -> RunningFleet:
+        # Each test's workers write ahead to a folder of their own.
+        monkeypatch.setenv("FLEETLINE_SPOOL_DIR", str(tmp_path / "spool"))
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         settings = load_settings()

@@ -92,9 +92,12 @@ def test_a_refusal_names_the_limit_and_its_headroom() -> None:
     assert "tenant:acme day usd limit 1 reached: headroom 0.05" in str(refusal)
 
 
-def test_reserving_a_call_id_twice_keeps_the_first_reservation() -> None:
-    assert parse_reserve([2, b"reserved"]).ok
-    settled = parse_reserve([2, b"settled"])
+def test_a_hold_is_spent_only_by_the_delivery_that_took_it() -> None:
+    assert parse_reserve([2, b"reserved", b"d1"], "d1").ok
+    # Another delivery's hold: that one may have called on it already.
+    taken = parse_reserve([2, b"reserved", b"d1"], "d2")
+    assert (taken.ok, taken.duplicate, taken.state) == (False, True, "reserved")
+    settled = parse_reserve([2, b"settled", b"d1"], "d1")
     assert not settled.ok
     assert settled.duplicate
 

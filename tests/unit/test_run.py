@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -55,9 +56,12 @@ from fleetline.workers.run import Attempt, SubtaskRun, default_guards, tool_guar
 from fleetline.workers.runtime import WorkerRuntime
 from fleetline.workers.spend import RunSpend, bound_of
 from fleetline.workers.task import drive
+from fleetline.workers.usage_spool import UsageSpool
 
 QUESTION = "How did Acme's revenue change in 2023?"
 DOCUMENT = "Acme Corp reported revenue of $4.2 million in 2023, up 12% on the year before."
+# Runs here bill their calls: the write-ahead goes to a folder of the tests' own.
+SPOOL = UsageSpool(tempfile.mkdtemp(prefix="fleetline-spool-"), "unit-tests")
 VALID_EXTRACTION = json.dumps({"entities": ["Acme Corp"], "figures": ["12%"], "gist": "Acme grew."})
 
 Reply = str | Exception
@@ -130,6 +134,7 @@ def _run(
     settings = settings or _settings()
     policy = settings.worker(worker_type)
     runtime = WorkerRuntime(settings=settings, redis=redis_client, store=None)  # type: ignore[arg-type]
+    runtime.spool = SPOOL
     for model in settings.model_chain(worker_type):
         runtime._clients[model] = client
     payload = SubtaskPayload(
@@ -629,6 +634,7 @@ def _tool_run(
 ) -> SubtaskRun:
     settings = FleetlineSettings(redis=RedisSettings(outage_grace_s=0)).bind(tools)
     runtime = WorkerRuntime(settings=settings, redis=redis_client, store=None)  # type: ignore[arg-type]
+    runtime.spool = SPOOL
     # The tools' fleet-wide breakers, in memory.
     runtime.tool_breaker_store = breakers or MemoryBreakers()  # type: ignore[assignment]
     payload = SubtaskPayload(

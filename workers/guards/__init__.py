@@ -5,7 +5,7 @@ Redis work into one shared round trip, so all of them together cost one round tr
 the call and one after it.
 """
 
-from fleetline.workers.guards.base import Check, Guard, Reroute
+from fleetline.workers.guards.base import Check, Defer, Guard, Reroute, WaitForRateWindow
 from fleetline.workers.guards.breaker import BreakerGuard
 from fleetline.workers.guards.budget import BudgetGuard
 from fleetline.workers.guards.cache import CacheGuard
@@ -21,8 +21,10 @@ __all__ = [
     "Check",
     "CrashGuard",
     "DeadlineGuard",
+    "Defer",
     "Guard",
     "KillSwitchGuard",
     "RecordedGuard",
     "Reroute",
+    "WaitForRateWindow",
 ]

@@ -21,9 +21,26 @@ class Reroute:
     reason: str
 
 
+@dataclass(frozen=True)
+class Defer:
+    """The model's rate window is full: wait `seconds` for the next one (within the
+    deadline) rather than send the call into a 429."""
+
+    seconds: float
+    reason: str
+
+
+class WaitForRateWindow(Exception):
+    """Raised out of the guards' checks once every check has read its replies."""
+
+    def __init__(self, wait: Defer) -> None:
+        super().__init__(wait.reason)
+        self.wait = wait
+
+
 # Reads the trip's replies: an outcome ends the subtask there, a Reroute moves it to the
-# next model, None lets it go on.
-Check = Callable[[list[Any]], SubtaskOutcome | Reroute | None]
+# next model, a Defer makes it wait for a rate window, None lets it go on.
+Check = Callable[[list[Any]], SubtaskOutcome | Reroute | Defer | None]
 
 
 class Guard(Protocol):

@@ -54,7 +54,10 @@ class BreakerGuard:
         permit = self.permit
         if permit is None or not permit.allowed or permit.unavailable:
             return
-        run.runtime.breakers.queue_record(trip, self.name, _result(run, outcome), permit)
+        # Per delivery: the closing trip run again after a lost reply counts the result once.
+        run.runtime.breakers.queue_record(
+            trip, self.name, _result(run, outcome), permit, once=run.delivery
+        )
 
 
 def _result(run: SubtaskRun, outcome: SubtaskOutcome | None) -> Result:

@@ -6,19 +6,20 @@ The reservation is checked against the job, the tenant, the worker type and the 
 is left the step ends `budget_exceeded` without calling anyone. Further calls of the run
 (corrections, a single call after a batch) reserve their own bounds (`workers.spend`).
 What each call cost is settled once per call id, so a redelivery pays nothing twice; a
-hold whose call was never made is released.
+hold whose call was never made is released. The same reservation takes one request and
+the call's token bound from its model's rate window; a full window makes the run wait for
+the next (`Defer`) rather than send the call into a 429.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fleetline.shared.ledger import parse_reserve
-from fleetline.shared.models.prices import call_cost_usd
+from fleetline.shared.ledger import Reservation, parse_reserve
 from fleetline.shared.round_trip import RoundTrip
 from fleetline.shared.schemas import OutcomeStatus, SubtaskOutcome
-from fleetline.workers.guards.base import Check, Reroute
-from fleetline.workers.spend import Billed, bound_of
+from fleetline.workers.guards.base import Check, Defer, Reroute
+from fleetline.workers.spend import bound_of, tiering_saving
 
 if TYPE_CHECKING:
     from fleetline.workers.run import SubtaskRun
@@ -31,26 +32,29 @@ class BudgetGuard:
         request = run.request()
         bound = bound_of(run, request)
         index = run.runtime.ledger.queue_reserve(
-            trip, request.call_id, bound.usd, bound.tokens, run.budget_scopes(), model=run.model
+            trip,
+            request.call_id,
+            bound.usd,
+            bound.tokens,
+            run.budget_scopes(),
+            model=run.model,
+            delivery=run.delivery,
+            rate=run.runtime.settings.models[run.model].rate_limit(run.model),
         )
 
-        def check(replies: list[Any]) -> SubtaskOutcome | Reroute | None:
-            reservation = parse_reserve(replies[index])
+        def check(replies: list[Any]) -> SubtaskOutcome | Reroute | Defer | None:
+            reservation = parse_reserve(replies[index], run.delivery)
             if reservation.ok:
                 run.spend.held[request.call_id] = bound
                 return None
-            refusal = str(reservation.refusal) if reservation.refusal else "budget refused"
             if reservation.duplicate:
-                # An earlier delivery settled, released or lost this call id's hold: this
-                # delivery calls only under a hold of its own.
-                found = run.spend.reserve(run.renew_call_id())
-                if found is None:
+                # Another delivery took this call id (it may have called on it, and its
+                # usage may still be settled), or its hold is gone: this delivery calls
+                # only under a hold of its own.
+                reservation = run.spend.hold(run.renew_call_id())
+                if reservation.ok:
                     return None
-                refusal = found
-            return Reroute(
-                run.outcome(OutcomeStatus.BUDGET_EXCEEDED, "budget", refusal, model=run.model),
-                "budget",
-            )
+            return _refused(run, reservation)
 
         return check
 
@@ -60,18 +64,18 @@ class BudgetGuard:
             billed = run.spend.billed.get(call_id)
             if billed is not None and (billed.cost_usd > 0 or billed.tokens_in > 0):
                 tokens = billed.tokens_in + billed.tokens_out
-                saved = _tiering_saving(run, billed)
+                saved = tiering_saving(run, billed)
                 ledger.queue_settle(trip, call_id, billed.cost_usd, tokens, saved_tiering_usd=saved)
             else:
                 ledger.queue_release(trip, call_id)
 
 
-def _tiering_saving(run: SubtaskRun, billed: Billed) -> float:
-    """What the same tokens would have cost more on the priciest model any tier uses."""
-    settings = run.runtime.settings
-    in_use = {m for chain in settings.tiers.values() for m in chain}
-    top = max(
-        (settings.models[m] for m in in_use),
-        key=lambda p: call_cost_usd(p, billed.tokens_in, billed.tokens_out),
+def _refused(run: SubtaskRun, reservation: Reservation) -> Reroute | Defer:
+    """A full rate window is waited for; any other refusal moves the run down its chain."""
+    refusal = str(reservation.refusal) if reservation.refusal else "budget refused"
+    if reservation.retry_after_s is not None:
+        return Defer(reservation.retry_after_s, refusal)
+    return Reroute(
+        run.outcome(OutcomeStatus.BUDGET_EXCEEDED, "budget", refusal, model=run.model),
+        "budget",
     )
-    return max(0.0, call_cost_usd(top, billed.tokens_in, billed.tokens_out) - billed.cost_usd)

@@ -70,8 +70,9 @@ class CacheGuard:
         cache = run.runtime.cache
         if self.hit is not None and outcome is not None:
             scopes = run.budget_scopes()
+            # Per delivery: the closing trip run again after a lost reply counts it once.
             run.runtime.ledger.queue_record_saving(
-                trip, "cache", self.hit.cost_usd, scopes, model=run.model
+                trip, "cache", self.hit.cost_usd, scopes, model=run.model, once=run.delivery
             )
         elif outcome is not None and outcome.status is OutcomeStatus.OK and outcome.output:
             ttl = run.runtime.settings.worker(run.payload.subtask.worker_type).cache_ttl_s
