@@ -12,7 +12,7 @@ from rich.table import Table
 from fleetline.producer import cli_render as render
 from fleetline.producer.cli_jobs import AppOption, cli_settings, exit_codes
 from fleetline.shared.breakers import BreakerSnapshot, BreakerState, RedisBreakers, breaker_redis
-from fleetline.shared.celery_app import redis_url
+from fleetline.shared.celery_app import redis_target
 from fleetline.shared.settings import FleetlineSettings
 
 breakers_app = typer.Typer(
@@ -25,7 +25,7 @@ Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a tabl
 
 
 def _breakers(settings: FleetlineSettings) -> RedisBreakers:
-    return RedisBreakers(breaker_redis(redis_url(settings), settings.breaker), settings.breaker)
+    return RedisBreakers(breaker_redis(redis_target(settings), settings.breaker), settings.breaker)
 
 
 def _row(snap: BreakerSnapshot) -> dict[str, object]:

@@ -14,6 +14,7 @@ from kombu.entity import Exchange, Queue
 
 from fleetline.shared.errors import ConfigError
 from fleetline.shared.names import HOUSEKEEPING_QUEUE, HOUSEKEEPING_TASKS
+from fleetline.shared.redis_target import RedisTarget, with_credentials
 from fleetline.shared.settings import FleetlineSettings
 
 # kombu's Redis transport emulates priorities with one list per step; four steps keep
@@ -21,20 +22,43 @@ from fleetline.shared.settings import FleetlineSettings
 PRIORITY_STEPS = [0, 3, 6, 9]
 
 
-def redis_url(settings: FleetlineSettings) -> str:
-    """The Redis URL, or a ConfigError saying how to set one."""
-    if not settings.redis.url:
+def redis_target(settings: FleetlineSettings) -> RedisTarget:
+    """Where Redis is, with its credentials, or a ConfigError saying what to set."""
+    s = settings.redis
+    if not s.url:
         raise ConfigError("FLEETLINE_REDIS_URL is not set (fleetline up starts an embedded one)")
-    return settings.redis.url
+    password = s.password.get_secret_value() if s.password else None
+    target = RedisTarget(
+        with_credentials(s.url, s.username, password),
+        s.sentinel_master,
+        s.sentinel_password.get_secret_value() if s.sentinel_password else None,
+    )
+    if target.sentinel and not target.sentinel_master:
+        raise ConfigError(
+            "FLEETLINE_REDIS_URL is a sentinel:// URL: set FLEETLINE_REDIS_SENTINEL_MASTER "
+            "to the master's name"
+        )
+    return target
+
+
+def redis_url(settings: FleetlineSettings) -> str:
+    """The Redis URL with its credentials, or a ConfigError saying how to set one."""
+    return redis_target(settings).url
 
 
 def _biggest_pool(settings: FleetlineSettings) -> int:
     return max(p.concurrency for p in settings.policies.values())
 
 
-def _transport_options(settings: FleetlineSettings) -> dict[str, Any]:
+def _transport_options(settings: FleetlineSettings, target: RedisTarget) -> dict[str, Any]:
     biggest_pool = _biggest_pool(settings)
+    sentinel: dict[str, Any] = {}
+    if target.sentinel:
+        sentinel = {"master_name": target.sentinel_master}
+        if target.sentinel_kwargs():
+            sentinel["sentinel_kwargs"] = target.sentinel_kwargs()
     return {
+        **sentinel,
         "visibility_timeout": settings.celery.visibility_timeout_s,
         "unacked_restore_interval": settings.celery.unacked_restore_interval_s,
         "unacked_restore_throttle": settings.celery.unacked_restore_throttle,
@@ -67,10 +91,13 @@ def make_celery(
 
     `send_only` is for producers, which never wait on an AsyncResult (see result_backends).
     """
-    url = redis_url(settings)
-    backend = f"fleetline.shared.result_backends:SendOnlyRedisBackend+{url}" if send_only else url
+    target = redis_target(settings)
+    url = target.url
+    backends = "fleetline.shared.result_backends"
+    send_only_backend = "SendOnlySentinelBackend" if target.sentinel else "SendOnlyRedisBackend"
+    backend = f"{backends}:{send_only_backend}+{url}" if send_only else url
     app = Celery(name, broker=url, backend=backend)
-    transport = _transport_options(settings)
+    transport = _transport_options(settings, target)
     biggest_pool = _biggest_pool(settings)
     app.conf.update(
         accept_content=["json"],
@@ -81,7 +108,8 @@ def make_celery(
         task_reject_on_worker_lost=True,
         task_retry_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,
-        broker_transport="fleetline.shared.transport:Transport",
+        broker_transport="fleetline.shared.transport:"
+        + ("SentinelTransport" if target.sentinel else "Transport"),
         broker_transport_options=transport,
         result_backend_transport_options=transport,
         redis_max_connections=max(settings.redis.max_connections, biggest_pool * 2 + 10),

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.backends.redis import RedisBackend
+from celery.backends.redis import RedisBackend, SentinelBackend
 
 
-class SendOnlyRedisBackend(RedisBackend):  # type: ignore[misc]
-    """The Redis result backend without result subscriptions: results cannot be awaited."""
+class _SendOnly:
+    """Result subscriptions skipped: results cannot be awaited."""
 
     def on_task_call(self, producer: Any, task_id: str) -> None:
         return None
@@ -29,3 +29,11 @@ class SendOnlyRedisBackend(RedisBackend):  # type: ignore[misc]
 
     def remove_pending_result(self, result: Any) -> Any:
         return result
+
+
+class SendOnlyRedisBackend(_SendOnly, RedisBackend):  # type: ignore[misc]
+    """The Redis result backend without result subscriptions."""
+
+
+class SendOnlySentinelBackend(_SendOnly, SentinelBackend):  # type: ignore[misc]
+    """The same on a Sentinel group's master."""

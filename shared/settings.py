@@ -29,6 +29,7 @@ from fleetline.shared.ledger import SpendSettings
 from fleetline.shared.policy import WorkerPolicy
 from fleetline.shared.rate_limits import RateLimit
 from fleetline.shared.scheduled import ScheduleSettings
+from fleetline.shared.secret_files import read_secret_files
 
 if TYPE_CHECKING:
     from fleetline.shared.fleet import FleetDefinition
@@ -42,7 +43,16 @@ class RedisSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLEETLINE_REDIS_", extra="ignore")
 
     # None means "start a private embedded server" (CLI only); workers always get a URL.
+    # `redis://[user:password@]host:port/db`, `rediss://...` (TLS), or a Sentinel group:
+    # `sentinel://h1:26379;sentinel://h2:26379` with `sentinel_master`.
     url: str | None = None
+    # An ACL user and password, put into the URL when it names none (so the URL may sit
+    # in a ConfigMap and the password in a secret file: FLEETLINE_REDIS_PASSWORD_FILE).
+    username: str | None = None
+    password: SecretStr | None = None
+    # A Sentinel URL's master name, and the sentinels' own password when they need one.
+    sentinel_master: str | None = None
+    sentinel_password: SecretStr | None = None
     socket_timeout_s: float = Field(default=5.0, gt=0)
     connect_timeout_s: float = Field(default=2.0, gt=0)
     # submit() gives up after this long when Redis is down, instead of hanging.
@@ -474,6 +484,7 @@ def _describe(exc: ValidationError) -> str:
 def read_settings() -> FleetlineSettings:
     """Read the settings from the environment (not bound to a fleet yet), or raise
     ConfigError naming the setting."""
+    read_secret_files()
     try:
         return FleetlineSettings()
     except ValidationError as exc:

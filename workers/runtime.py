@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from fleetline.shared.breakers import FleetBreaker, RedisBreakers, breaker_name, breaker_redis
 from fleetline.shared.cache import ResultCache
-from fleetline.shared.celery_app import redis_url
+from fleetline.shared.celery_app import redis_target
 from fleetline.shared.deadletters import DeadLetterStore
 from fleetline.shared.errors import PermanentToolError
 from fleetline.shared.killswitch import KillSwitches
@@ -71,7 +71,7 @@ class WorkerRuntime:
     def tool_breaker_store(self) -> RedisBreakers:
         # Its own client with the breakers' short timeouts, so `on_redis_down` decides
         # within a fraction of a second when Redis is away.
-        client = breaker_redis(redis_url(self.settings), self.settings.breaker)
+        client = breaker_redis(redis_target(self.settings), self.settings.breaker)
         return RedisBreakers(client, self.settings.breaker)
 
     def tool_breaker(self, tool: str) -> FleetBreaker:
@@ -123,8 +123,14 @@ class WorkerRuntime:
 
 def redis_identity(client: redis.Redis) -> str:
     """Which server and database `client` talks to (no credentials), as `host:port/db`."""
-    kwargs = client.connection_pool.connection_kwargs
-    where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
+    pool = client.connection_pool
+    kwargs = pool.connection_kwargs
+    master = getattr(pool, "service_name", None)  # a Sentinel master's pool
+    where = (
+        f"sentinel:{master}"
+        if master
+        else kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
+    )
     return f"{where}/{kwargs.get('db', 0)}"
 
 

@@ -32,6 +32,7 @@ from fleetline.shared.breakers.model import (
 )
 from fleetline.shared.breakers.settings import BreakerSettings
 from fleetline.shared.errors import StoreUnavailable
+from fleetline.shared.redis_target import RedisTarget
 from fleetline.shared.round_trip import RoundTrip
 from fleetline.shared.scripts import load_script
 
@@ -42,7 +43,7 @@ _LOG_EVERY_S = 10.0
 
 
 def breaker_redis(
-    url: str,
+    url: str | RedisTarget,
     settings: BreakerSettings,
     *,
     decode_responses: bool = False,
@@ -50,8 +51,8 @@ def breaker_redis(
 ) -> redis.Redis:
     """A client for the breakers: short timeouts and no retries, so a dead Redis is known
     within `socket_timeout_s` and the policy decides."""
-    return redis.Redis.from_url(
-        url,
+    target = url if isinstance(url, RedisTarget) else RedisTarget(url)
+    return target.client(
         socket_timeout=settings.socket_timeout_s,
         socket_connect_timeout=settings.connect_timeout_s,
         retry=Retry(NoBackoff(), 0),
