@@ -2,6 +2,9 @@
 
 The chord callback that arrives later finds the job final and changes nothing, so the
 caller gets an answer on time even when a queue is backed up or a provider stalls.
+Every worker runs it on a timer (one of them per interval, by a turn in Redis), and beat
+sends it too: a crashed beat, whose successor waits up to 30 s for RedBeat's lock, never
+pauses it.
 """
 
 from __future__ import annotations
@@ -9,6 +12,9 @@ from __future__ import annotations
 import json
 import logging
 
+import redis
+
+from fleetline.shared import keys
 from fleetline.shared.errors import JobNotFound
 from fleetline.shared.fleet import FleetDefinition
 from fleetline.shared.schemas import JobStatus
@@ -55,3 +61,20 @@ def finalise_overdue(
             )
             finalised.append(job_id)
     return finalised
+
+
+def reap_in_turn(
+    client: redis.Redis,
+    store: StateStore,
+    fleet: FleetDefinition,
+    now: float,
+    grace_s: float,
+    interval_s: float,
+) -> list[str] | None:
+    """Finalise the overdue jobs when nobody in the fleet has this interval; None when
+    someone has (their sweep covers the same jobs)."""
+    # Just under the interval: the next interval's first caller always gets its turn.
+    turn_ms = max(1, int(interval_s * 900))
+    if not client.set(keys.watchdog_turn(), "1", nx=True, px=turn_ms):
+        return None
+    return finalise_overdue(store, fleet, now, grace_s)

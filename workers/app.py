@@ -10,6 +10,8 @@ the worker at once, naming what is wrong.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from typing import Any
 
@@ -21,6 +23,7 @@ from celery.signals import (
     worker_shutdown,
 )
 from celery.worker.control import control_command
+from redis.exceptions import RedisError
 
 from fleetline.beat.enforcement import (
     RESUME_COMMAND,
@@ -29,7 +32,7 @@ from fleetline.beat.enforcement import (
     pausable_queues,
     resume_home_queue,
 )
-from fleetline.beat.watchdog import finalise_overdue
+from fleetline.beat.watchdog import reap_in_turn
 from fleetline.producer.scheduled_runs import run_scheduled
 from fleetline.producer.submit import Producer
 from fleetline.shared.celery_app import make_celery
@@ -48,6 +51,7 @@ from fleetline.workers.runtime import get_runtime
 from fleetline.workers.task import register_worker_type
 from fleetline.workers.usage_spool import start_replayer
 
+log = logging.getLogger(__name__)
 settings = get_settings()
 fleet = settings.fleet
 quiet_periodic_tasks([TASK_REAP_DEADLINES, TASK_KILLSWITCH_CHECK])
@@ -67,11 +71,33 @@ def fan_in(self: Task, results: list[Any], context: dict[str, Any]) -> dict[str,
 
 @app.task(name=TASK_REAP_DEADLINES, ignore_result=True, expires=5)
 def reap_deadlines() -> int:
+    return len(_reap() or [])
+
+
+def _reap() -> list[str] | None:
     runtime = get_runtime()
-    overdue = finalise_overdue(
-        runtime.store, fleet, time.time(), runtime.settings.limits.deadline_grace_s
+    limits = runtime.settings.limits
+    return reap_in_turn(
+        runtime.redis,
+        runtime.store,
+        fleet,
+        time.time(),
+        limits.deadline_grace_s,
+        limits.reaper_interval_s,
     )
-    return len(overdue)
+
+
+def _keep_reaping() -> None:
+    """The deadline watchdog on this worker's timer, whatever becomes of beat."""
+    interval = settings.limits.reaper_interval_s
+    while True:
+        time.sleep(interval)
+        try:
+            _reap()
+        except RedisError:
+            pass  # Redis is away: the next interval tries again
+        except Exception:
+            log.exception("the deadline watchdog failed; it runs again next interval")
 
 
 @app.task(name=TASK_KILLSWITCH_CHECK, ignore_result=True)
@@ -105,6 +131,7 @@ def _on_worker_init(sender: Any, **_: Any) -> None:
     init_sentry(settings)
     # The main process replays too: it outlives the pool children that die.
     _replay_billed_usage()
+    threading.Thread(target=_keep_reaping, name="fleetline-watchdog", daemon=True).start()
 
 
 @worker_process_init.connect
