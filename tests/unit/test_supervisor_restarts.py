@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 import threading
 import time
@@ -39,10 +40,10 @@ def test_a_process_that_keeps_crashing_backs_off_then_is_given_up_loudly(
     assert fleet.given_up == {"crashy": 3}
     assert fleet.restarts == {"crashy": 4}
     starts = [float(x) for x in log.read_text().split()]
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     # 0.1, 0.2, 0.4, 0.8 s: each wait doubles the one before (within the polling step).
     assert len(gaps) == 4
-    assert all(later > earlier * 1.4 for earlier, later in zip(gaps, gaps[1:], strict=False))
+    assert all(later > earlier * 1.4 for earlier, later in itertools.pairwise(gaps))
     assert "giving up on it" in caplog.text
 
 
