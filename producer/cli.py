@@ -35,6 +35,7 @@ from fleetline.producer.cli_local import (
     wait_ready,
 )
 from fleetline.producer.cli_ops import register as register_ops
+from fleetline.producer.cli_serve import register as register_serve
 from fleetline.producer.submit import Producer, parse_spec
 from fleetline.producer.supervisor import worker_command
 from fleetline.shared.errors import ConfigError
@@ -270,6 +271,7 @@ def _finish(
 
 # killswitch, spend, schedule and dlq: the operator commands, listed after the job commands.
 register_ops(app)
+register_serve(app)
 app.add_typer(breakers_app)
 
 if __name__ == "__main__":

@@ -20,7 +20,13 @@ from redis.exceptions import RedisError
 
 from fleetline.shared import json_limits, keys
 from fleetline.shared.celery_app import make_celery
-from fleetline.shared.errors import FleetlineError, KillSwitchTripped, SpecError, StoreUnavailable
+from fleetline.shared.errors import (
+    FleetlineError,
+    IdempotencyConflict,
+    KillSwitchTripped,
+    SpecError,
+    StoreUnavailable,
+)
 from fleetline.shared.fleet import Plan, PlanError, Step, Tool
 from fleetline.shared.killswitch import SwitchState, applicable_keys
 from fleetline.shared.names import TASK_FAN_IN
@@ -188,6 +194,8 @@ class Producer:
             if made.refused_by is not None:
                 raise _refusal(SwitchState.from_json(made.refused_by))
             if not made.created:
+                if self.store.raw(made.job_id).get("spec") != fields["spec"]:
+                    raise IdempotencyConflict(made.job_id)
                 return Receipt(made.job_id, False, len(plan.subtasks))
             self._enqueue(job_id, spec, plan, workers_deadline_at, deadline_at, profile.batching)
         except RedisError as exc:
@@ -278,7 +286,8 @@ def _refusal(switch: SwitchState) -> KillSwitchTripped:
     resets = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(switch.resets_at))
     return KillSwitchTripped(
         f"refused: the {switch.scope} {switch.window} spend limit is reached "
-        f"({switch.reason}); it resets at {resets}"
+        f"({switch.reason}); it resets at {resets}",
+        resets_at=switch.resets_at,
     )
 
 

@@ -57,7 +57,19 @@ class AdmissionError(FleetlineError):
 
 
 class KillSwitchTripped(AdmissionError):
-    """A spend kill switch is tripped."""
+    """A spend kill switch is tripped; `resets_at` (Unix time) is when its window ends."""
+
+    def __init__(self, message: str, resets_at: float | None = None) -> None:
+        super().__init__(message)
+        self.resets_at = resets_at
+
+
+class IdempotencyConflict(SpecError):
+    """An idempotency key already names a job with another spec."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__([("idempotency_key", f"already used by job {job_id} for another spec")])
 
 
 class JobNotFound(FleetlineError):

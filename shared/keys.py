@@ -57,6 +57,17 @@ def inflight(job_id: str, subtask_id: str) -> str:
 CLOSING_ONCE_TTL_S = 900
 
 
+def api_key(sha256: str) -> str:
+    """HASH: one API key's record (key_id, tenant, name, created_at), by the key's SHA-256;
+    the key itself is never stored."""
+    return f"{PREFIX}:apikey:{sha256}"
+
+
+def api_key_index() -> str:
+    """HASH: key_id -> SHA-256 of every API key, for listing and revoking."""
+    return f"{PREFIX}:apikeys"
+
+
 def watchdog_turn() -> str:
     """STRING (PX: just under the reaper interval): the worker that runs the deadline
     watchdog this interval holds it; everyone else skips theirs."""

@@ -1,0 +1,169 @@
+"""`fleetline serve`: jobs from other services over HTTP, each caller a tenant by its key.
+
+The key decides the tenant: a spec never names one, so nobody can spend another tenant's
+limits or read its jobs, and another tenant's job answers 404, as an unknown one does.
+Every error names the field and the reason; nothing is enqueued for a refused request.
+(No `from __future__ import annotations`: FastAPI reads the routes' annotations at run time.)
+"""
+
+import json
+import math
+import time
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
+
+from fleetline.producer.api_keys import ApiKey, ApiKeys
+from fleetline.producer.submit import Producer
+from fleetline.shared.errors import (
+    FleetlineError,
+    IdempotencyConflict,
+    JobNotFound,
+    KillSwitchTripped,
+    SpecError,
+    StoreUnavailable,
+)
+from fleetline.shared.json_limits import check_text
+from fleetline.shared.schemas import JobResult
+from fleetline.shared.settings import FleetlineSettings
+
+
+def _errors(status: int, errors: list[tuple[str, str]]) -> JSONResponse:
+    body = {"errors": [{"field": field, "reason": reason} for field, reason in errors]}
+    return JSONResponse(body, status_code=status)
+
+
+def make_api(settings: FleetlineSettings, producer: Producer | None = None) -> FastAPI:
+    """The API of one fleet (its settings bound), submitting through `producer`."""
+    producer = producer or Producer.from_settings(settings)
+    api_keys = ApiKeys(producer.store.client)
+    api = FastAPI(title="Fleetline", version="1", docs_url=None, redoc_url=None)
+
+    def caller(authorization: Annotated[str | None, Header()] = None) -> ApiKey:
+        scheme, _, key = (authorization or "").partition(" ")
+        try:
+            found = api_keys.lookup(key.strip()) if scheme.lower() == "bearer" else None
+        except RedisError as exc:
+            raise HTTPException(503, {"error": "unavailable", "reason": str(exc)}) from exc
+        if found is None:
+            raise HTTPException(
+                401, {"error": "unauthorized"}, headers={"WWW-Authenticate": "Bearer"}
+            )
+        return found
+
+    Caller = Annotated[ApiKey, Depends(caller)]
+
+    def owned(job_id: str, who: ApiKey) -> JobResult:
+        try:
+            job = producer.store.get(job_id)
+        except JobNotFound:
+            job = None
+        except RedisError as exc:
+            raise HTTPException(503, {"error": "unavailable", "reason": str(exc)}) from exc
+        if job is None or job.tenant != who.tenant:
+            raise HTTPException(404, {"error": "not_found", "job_id": job_id})
+        return job
+
+    @api.post("/v1/jobs", status_code=202)
+    async def submit(
+        request: Request,
+        who: Caller,
+        idempotency_key: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
+        spec = _spec_of(await request.body(), settings, idempotency_key)
+        if isinstance(spec, JSONResponse):
+            return spec
+        refused = None
+        try:
+            receipt = producer.submit({**spec, "tenant": who.tenant})
+        except FleetlineError as exc:
+            refused = _refusal(exc)
+            if refused is None:
+                raise
+        if refused is not None:
+            return refused
+        if receipt.created:
+            return JSONResponse({"job_id": receipt.job_id, "status": "running"}, status_code=202)
+        job = owned(receipt.job_id, who)
+        return JSONResponse({"job_id": job.job_id, "status": job.status.value}, status_code=200)
+
+    @api.get("/v1/jobs/{job_id}")
+    def status(job_id: str, who: Caller) -> dict[str, Any]:
+        job = owned(job_id, who)
+        return {
+            "job_id": job.job_id,
+            "kind": job.kind,
+            "status": job.status.value,
+            "completeness": job.completeness,
+            "cost_usd": job.cost_usd,
+            "steps": {"done": len(job.subtasks)},
+            "created_at": job.created_at,
+            "finished_at": job.finished_at,
+        }
+
+    @api.get("/v1/jobs/{job_id}/result", response_model=None)
+    def result(job_id: str, who: Caller) -> JSONResponse:
+        job = owned(job_id, who)
+        if not job.status.terminal:
+            return JSONResponse({"job_id": job_id, "status": job.status.value}, status_code=202)
+        return JSONResponse(json.loads(job.model_dump_json()))
+
+    @api.get("/v1/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.get("/v1/readyz", response_model=None)
+    def readyz() -> JSONResponse:
+        try:
+            producer.store.client.ping()
+        except RedisError as exc:
+            return JSONResponse({"status": "unavailable", "reason": str(exc)}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    return api
+
+
+def _spec_of(
+    body: bytes, settings: FleetlineSettings, idempotency_key: str | None
+) -> dict[str, Any] | JSONResponse:
+    """The job spec a request body holds (its Idempotency-Key in it), or the refusal."""
+    limits = settings.limits
+    if len(body) > limits.max_input_bytes:
+        return _errors(413, [("body", f"over the limit of {limits.max_input_bytes} bytes")])
+    try:
+        text = body.decode("utf-8")
+        spec = check_text(text, limits.max_json_depth, limits.max_input_bytes, name="body")
+    except UnicodeDecodeError:
+        return _errors(422, [("body", "is not UTF-8 text")])
+    except SpecError as exc:
+        return _errors(422, exc.errors)
+    if not isinstance(spec, dict):
+        return _errors(422, [("body", "must be a JSON object (a job spec)")])
+    if "tenant" in spec:
+        return _errors(422, [("tenant", "comes from the API key; a spec may not name one")])
+    if idempotency_key is not None:
+        given = spec.get("idempotency_key")
+        if given is not None and given != idempotency_key:
+            return _errors(422, [("idempotency_key", "differs from the Idempotency-Key header")])
+        spec["idempotency_key"] = idempotency_key
+    return spec
+
+
+def _refusal(exc: FleetlineError) -> JSONResponse | None:
+    """The HTTP answer to a refused submission; None for an error that is not a refusal."""
+    if isinstance(exc, IdempotencyConflict):
+        return _errors(409, exc.errors)
+    if isinstance(exc, SpecError):
+        return _errors(422, exc.errors)
+    if isinstance(exc, KillSwitchTripped):
+        retry = math.ceil(max(1.0, (exc.resets_at or time.time()) - time.time()))
+        return JSONResponse(
+            {"error": "kill_switch", "reason": str(exc)},
+            status_code=429,
+            headers={"Retry-After": str(retry)},
+        )
+    if isinstance(exc, StoreUnavailable):
+        return JSONResponse({"error": "unavailable", "reason": str(exc)}, status_code=503)
+    return None

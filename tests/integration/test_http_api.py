@@ -1,0 +1,155 @@
+"""The HTTP API against a live `fleetline serve` and a fleet of real workers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from fleetline.shared.embedded_redis import free_port
+from tests.integration.conftest import FleetFactory, RunningFleet
+from tests.integration.test_cost_control import brief
+
+pytestmark = pytest.mark.integration
+
+FLEETLINE = str(Path(sys.executable).with_name("fleetline"))
+
+
+@dataclass
+class Served:
+    fleet: RunningFleet
+    http: httpx.Client
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [FLEETLINE, *args],
+            env=self.fleet.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def key(self, tenant: str) -> dict[str, str]:
+        made = self.cli("keys", "create", "--tenant", tenant, "--json")
+        assert made.returncode == 0, made.stderr
+        return {"Authorization": f"Bearer {json.loads(made.stdout)['key']}"}
+
+    def finished(self, job_id: str, auth: dict[str, str]) -> dict[str, Any]:
+        deadline = time.monotonic() + 60
+        while True:
+            answer = self.http.get(f"/v1/jobs/{job_id}/result", headers=auth)
+            if answer.status_code == 200:
+                data: dict[str, Any] = answer.json()
+                return data
+            assert answer.status_code == 202 and time.monotonic() < deadline, answer.text
+            time.sleep(0.2)
+
+
+@pytest.fixture
+def served(start_fleet: FleetFactory) -> Iterator[Served]:
+    fleet = start_fleet(with_beat=False, FLEETLINE_LIMITS_MAX_INPUT_BYTES="20000")
+    port = free_port()
+    server = subprocess.Popen(
+        [FLEETLINE, "serve", "--port", str(port)],
+        env=fleet.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if http.get("/v1/healthz").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert server.poll() is None and time.monotonic() < deadline, "serve did not start"
+        time.sleep(0.2)
+    yield Served(fleet, http)
+    http.close()
+    server.terminate()
+    server.wait(timeout=10)
+
+
+def _spec(**extra: object) -> dict[str, object]:
+    spec = brief(2)
+    spec.pop("tenant", None)
+    return {**spec, **extra}
+
+
+def test_a_job_submitted_over_http_runs_to_its_end_for_its_tenant_only(served: Served) -> None:
+    acme, other = served.key("acme"), served.key("globex")
+    assert served.http.post("/v1/jobs", json=_spec()).status_code == 401
+    bad = {"Authorization": "Bearer fl_nope_nope"}
+    assert served.http.post("/v1/jobs", json=_spec(), headers=bad).status_code == 401
+
+    made = served.http.post("/v1/jobs", json=_spec(), headers=acme)
+    assert made.status_code == 202, made.text
+    job_id = made.json()["job_id"]
+    assert made.json()["status"] == "running"
+    result = served.finished(job_id, acme)
+    assert result["status"] == "succeeded" and result["tenant"] == "acme"
+    assert result["cost_usd"] > 0
+    assert served.http.get(f"/v1/jobs/{job_id}", headers=acme).json()["status"] == "succeeded"
+    # Another tenant's job does not exist for this key.
+    for path in (f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/result"):
+        assert served.http.get(path, headers=other).status_code == 404
+    assert served.http.get("/v1/jobs/nope", headers=acme).status_code == 404
+    assert served.http.get("/v1/readyz").json() == {"status": "ready"}
+    assert "/v1/jobs" in served.http.get("/openapi.json").json()["paths"]
+
+
+def test_refusals_name_the_field_and_enqueue_nothing(served: Served) -> None:
+    acme = served.key("acme")
+    named = served.http.post("/v1/jobs", json=_spec(tenant="globex"), headers=acme)
+    assert named.status_code == 422
+    assert named.json()["errors"][0]["field"] == "tenant"
+    broken = served.http.post("/v1/jobs", json=_spec(budget_usd=-1), headers=acme)
+    assert broken.status_code == 422
+    assert [e["field"] for e in broken.json()["errors"]] == ["budget_usd"]
+    garbage = served.http.post("/v1/jobs", content=b"{not json", headers=acme)
+    assert garbage.status_code == 422 and garbage.json()["errors"][0]["field"]
+    big = _spec()
+    big["input"] = {"documents": [{"id": "d", "text": "x" * 30_000}], "question": "q"}
+    assert served.http.post("/v1/jobs", json=big, headers=acme).status_code == 413
+
+    once = {**acme, "Idempotency-Key": "order-17"}
+    first = served.http.post("/v1/jobs", json=_spec(), headers=once)
+    again = served.http.post("/v1/jobs", json=_spec(), headers=once)
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json()["job_id"] == first.json()["job_id"]
+    other_spec = served.http.post("/v1/jobs", json=_spec(budget_usd=2), headers=once)
+    assert other_spec.status_code == 409
+    assert other_spec.json()["errors"][0]["field"] == "idempotency_key"
+    clash = served.http.post("/v1/jobs", json=_spec(idempotency_key="order-18"), headers=once)
+    assert clash.status_code == 422
+
+    tripped = served.cli("killswitch", "trip", "--scope", "tenant:acme", "--window", "hour")
+    assert tripped.returncode == 0, tripped.stderr
+    refused = served.http.post("/v1/jobs", json=_spec(), headers=acme)
+    assert refused.status_code == 429 and refused.json()["error"] == "kill_switch"
+    assert 0 < int(refused.headers["Retry-After"]) <= 3600
+
+
+def test_a_revoked_key_is_refused_at_once(served: Served) -> None:
+    made = served.cli("keys", "create", "--tenant", "acme", "--name", "ci", "--json")
+    key = json.loads(made.stdout)
+    auth = {"Authorization": f"Bearer {key['key']}"}
+    assert served.http.get("/v1/jobs/nope", headers=auth).status_code == 404
+    listed = json.loads(served.cli("keys", "list", "--json").stdout)
+    assert [(k["key_id"], k["tenant"], k["name"]) for k in listed] == [
+        (key["key_id"], "acme", "ci")
+    ]
+    assert key["key"] not in served.cli("keys", "list", "--json").stdout
+    assert served.cli("keys", "revoke", key["key_id"]).returncode == 0
+    assert served.http.get("/v1/jobs/nope", headers=auth).status_code == 401
+    assert served.cli("keys", "revoke", key["key_id"]).returncode == 2
