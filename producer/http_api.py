@@ -9,10 +9,11 @@ Every error names the field and the reason; nothing is enqueued for a refused re
 import json
 import math
 import time
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from redis.exceptions import RedisError
 
 from fleetline.producer.api_keys import ApiKey, ApiKeys
@@ -28,6 +29,10 @@ from fleetline.shared.errors import (
 from fleetline.shared.json_limits import check_text
 from fleetline.shared.schemas import JobResult
 from fleetline.shared.settings import FleetlineSettings
+from fleetline.shared.state import StateStore
+
+# How often a stream of events looks for newly recorded steps.
+EVENT_POLL_S = 0.2
 
 
 def _errors(status: int, errors: list[tuple[str, str]]) -> JSONResponse:
@@ -110,6 +115,12 @@ def make_api(settings: FleetlineSettings, producer: Producer | None = None) -> F
             return JSONResponse({"job_id": job_id, "status": job.status.value}, status_code=202)
         return JSONResponse(json.loads(job.model_dump_json()))
 
+    @api.get("/v1/jobs/{job_id}/events", response_model=None)
+    def events(job_id: str, who: Caller) -> StreamingResponse:
+        owned(job_id, who)
+        stream = job_events(producer.store, job_id, EVENT_POLL_S)
+        return StreamingResponse(stream, media_type="text/event-stream")
+
     @api.get("/v1/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -167,3 +178,32 @@ def _refusal(exc: FleetlineError) -> JSONResponse | None:
     if isinstance(exc, StoreUnavailable):
         return JSONResponse({"error": "unavailable", "reason": str(exc)}, status_code=503)
     return None
+
+
+def job_events(store: StateStore, job_id: str, poll_s: float) -> Iterator[str]:
+    """Server-sent events: `progress` for every step as it is recorded, then one `final`
+    with the job's status and cost; the stream ends with it."""
+    # The fan-out's steps and the then-step that closes it.
+    total = len(json.loads(store.raw(job_id).get("subtask_ids", "[]"))) + 1
+    seen: set[str] = set()
+    while True:
+        job = store.get(job_id)
+        for outcome in job.subtasks:
+            if outcome.subtask_id not in seen:
+                seen.add(outcome.subtask_id)
+                progress = {
+                    "done": len(seen),
+                    "total": total,
+                    "step": outcome.subtask_id,
+                    "status": outcome.status.value,
+                }
+                yield _event("progress", progress)
+        if job.status.terminal:
+            final = {"job_id": job_id, "status": job.status.value, "cost_usd": job.cost_usd}
+            yield _event("final", final)
+            return
+        time.sleep(poll_s)
+
+
+def _event(name: str, data: dict[str, Any]) -> str:
+    return f"event: {name}\ndata: {json.dumps(data)}\n\n"

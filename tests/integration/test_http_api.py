@@ -153,3 +153,25 @@ def test_a_revoked_key_is_refused_at_once(served: Served) -> None:
     assert served.cli("keys", "revoke", key["key_id"]).returncode == 0
     assert served.http.get("/v1/jobs/nope", headers=auth).status_code == 401
     assert served.cli("keys", "revoke", key["key_id"]).returncode == 2
+
+
+def test_events_follow_a_job_step_by_step_to_its_final_status(served: Served) -> None:
+    acme = served.key("acme")
+    job_id = served.http.post("/v1/jobs", json=_spec(), headers=acme).json()["job_id"]
+    events: list[tuple[str, dict[str, Any]]] = []
+    with served.http.stream("GET", f"/v1/jobs/{job_id}/events", headers=acme) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        name = ""
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line.removeprefix("data: "))))
+    progress = [data for name, data in events if name == "progress"]
+    assert [name for name, _ in events][-1] == "final"
+    assert events[-1][1]["status"] == "succeeded" and events[-1][1]["cost_usd"] > 0
+    assert [p["done"] for p in progress] == list(range(1, len(progress) + 1))
+    assert progress[-1]["done"] == progress[-1]["total"]
+    assert {p["status"] for p in progress} == {"ok"}
+    other = served.key("globex")
+    assert served.http.get(f"/v1/jobs/{job_id}/events", headers=other).status_code == 404
