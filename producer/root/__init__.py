@@ -19,6 +19,7 @@ repository's folders are mapped under it as `fleetline.producer`, `fleetline.wor
 """
 
 from fleetline.fleet import Fleet
+from fleetline.producer.client import ApiError, AsyncClient, Client
 from fleetline.producer.handle import JobHandle
 from fleetline.shared.errors import (
     ConfigError,
@@ -36,6 +37,9 @@ from fleetline.shared.schemas import JobResult, JobSpec, JobStatus, OutcomeStatu
 
 __all__ = [
     "Agent",
+    "ApiError",
+    "AsyncClient",
+    "Client",
     "ConfigError",
     "Fleet",
     "FleetlineError",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from fleetline import ApiError, AsyncClient, Client, JobNotFound, JobResult, JobStatus, SpecError
 from fleetline.shared.embedded_redis import free_port
 from tests.integration.conftest import FleetFactory, RunningFleet
 from tests.integration.test_cost_control import brief
@@ -175,3 +177,34 @@ def test_events_follow_a_job_step_by_step_to_its_final_status(served: Served) ->
     assert {p["status"] for p in progress} == {"ok"}
     other = served.key("globex")
     assert served.http.get(f"/v1/jobs/{job_id}/events", headers=other).status_code == 404
+
+
+def test_the_python_clients_submit_wait_and_follow_events(served: Served) -> None:
+    made = served.cli("keys", "create", "--tenant", "acme", "--json")
+    key = json.loads(made.stdout)["key"]
+    url = str(served.http.base_url)
+    with Client(url, key) as client:
+        submitted = client.submit(_spec(), idempotency_key="client-1")
+        assert submitted.created and submitted.status == "running"
+        assert client.submit(_spec(), idempotency_key="client-1").created is False
+        events = list(client.events(submitted.job_id))
+        assert events[-1].name == "final" and events[-1].data["status"] == "succeeded"
+        result = client.wait(submitted.job_id)
+        assert result.status is JobStatus.SUCCEEDED and result.tenant == "acme"
+        with pytest.raises(SpecError) as refused:
+            client.submit(_spec(budget_usd=-1))
+        assert refused.value.errors[0][0] == "budget_usd"
+        with pytest.raises(JobNotFound):
+            client.get("nope")
+
+    async def run_async() -> JobResult:
+        async with AsyncClient(url, key) as client:
+            job_id = (await client.submit(_spec())).job_id
+            names = [event.name async for event in client.events(job_id)]
+            assert names[-1] == "final" and names.count("progress") >= 1
+            return await client.wait(job_id)
+
+    assert asyncio.run(run_async()).status is JobStatus.SUCCEEDED
+    with Client(url, "fl_wrong_key") as stranger, pytest.raises(ApiError) as denied:
+        stranger.submit(_spec())
+    assert denied.value.status == 401
