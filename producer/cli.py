@@ -7,6 +7,7 @@ end or a `--wait` that timed out, 2 bad input or settings, 3 a kill switch refus
 
 from __future__ import annotations
 
+import getpass
 import os
 import tempfile
 import time
@@ -16,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from fleetline.producer import cli_render as render
+from fleetline.producer.cancel import cancel_job
 from fleetline.producer.cli_breakers import breakers_app
 from fleetline.producer.cli_jobs import (
     AppOption,
@@ -189,6 +191,19 @@ def result(job_id: JobArg, as_json: JsonFlag = False, app_ref: AppOption = None)
     with exit_codes():
         job = open_store(cli_settings(app_ref)).get(job_id)
     _finish(job, job_id, as_json)
+
+
+@app.command()
+def cancel(job_id: JobArg, app_ref: AppOption = None) -> None:
+    """Cancel a running job: steps not yet started never run. Exit 1 if it had ended."""
+    with exit_codes():
+        store = open_store(cli_settings(app_ref))
+        cancelled = cancel_job(store, job_id, f"cli:{getpass.getuser()}")
+        status = store.get(job_id).status
+    if not cancelled:
+        render.error(f"job {job_id} had already ended: {status.value}")
+        raise typer.Exit(1)
+    render.notice(f"job {job_id} cancelled")
 
 
 @app.command()

@@ -142,6 +142,14 @@ class Client:
             time.sleep(poll_s)
         return found
 
+    def cancel(self, job_id: str) -> bool:
+        """Cancel the job; False when it had already ended."""
+        response = self._http.delete(f"/v1/jobs/{job_id}")
+        if response.status_code == 409:
+            return False
+        _raise_for(response)
+        return True
+
     def events(self, job_id: str) -> Iterator[Event]:
         """The job's progress events as they happen, ending with `final`."""
         with self._http.stream("GET", f"/v1/jobs/{job_id}/events", timeout=None) as response:
@@ -193,6 +201,13 @@ class AsyncClient:
                 raise WaitTimeout(f"job {job_id} still running after {timeout_s:g}s")
             await asyncio.sleep(poll_s)
         return found
+
+    async def cancel(self, job_id: str) -> bool:
+        response = await self._http.delete(f"/v1/jobs/{job_id}")
+        if response.status_code == 409:
+            return False
+        _raise_for(response)
+        return True
 
     async def events(self, job_id: str) -> AsyncIterator[Event]:
         path = f"/v1/jobs/{job_id}/events"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from fleetline.producer.cancel import cancel_job
 from fleetline.shared.errors import WaitTimeout
 from fleetline.shared.schemas import JobResult, JobStatus
 from fleetline.shared.state import StateStore
@@ -34,6 +35,10 @@ class JobHandle:
     def result(self) -> JobResult:
         """The job's record now: status, cost, every step's outcome, the result if final."""
         return self.store.get(self.job_id)
+
+    def cancel(self, actor: str = "python") -> bool:
+        """Cancel the job (its steps not yet started never run); False if it had ended."""
+        return cancel_job(self.store, self.job_id, actor)
 
     def wait(self, timeout: float | None = None) -> JobResult:
         """Block until the job is terminal and return its result.

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from redis.exceptions import RedisError
 
 from fleetline.producer.api_keys import ApiKey, ApiKeys
+from fleetline.producer.cancel import cancel_job
 from fleetline.producer.submit import Producer
 from fleetline.shared.errors import (
     FleetlineError,
@@ -27,7 +28,7 @@ from fleetline.shared.errors import (
     StoreUnavailable,
 )
 from fleetline.shared.json_limits import check_text
-from fleetline.shared.schemas import JobResult
+from fleetline.shared.schemas import JobResult, JobStatus
 from fleetline.shared.settings import FleetlineSettings
 from fleetline.shared.state import StateStore
 
@@ -40,16 +41,17 @@ def _errors(status: int, errors: list[tuple[str, str]]) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
-def make_api(settings: FleetlineSettings, producer: Producer | None = None) -> FastAPI:
-    """The API of one fleet (its settings bound), submitting through `producer`."""
-    producer = producer or Producer.from_settings(settings)
-    api_keys = ApiKeys(producer.store.client)
-    api = FastAPI(title="Fleetline", version="1", docs_url=None, redoc_url=None)
+class _Callers:
+    """Who calls (their key), and the jobs they may see (their tenant's only)."""
 
-    def caller(authorization: Annotated[str | None, Header()] = None) -> ApiKey:
+    def __init__(self, producer: Producer) -> None:
+        self.store = producer.store
+        self.keys = ApiKeys(producer.store.client)
+
+    def caller(self, authorization: Annotated[str | None, Header()] = None) -> ApiKey:
         scheme, _, key = (authorization or "").partition(" ")
         try:
-            found = api_keys.lookup(key.strip()) if scheme.lower() == "bearer" else None
+            found = self.keys.lookup(key.strip()) if scheme.lower() == "bearer" else None
         except RedisError as exc:
             raise HTTPException(503, {"error": "unavailable", "reason": str(exc)}) from exc
         if found is None:
@@ -58,11 +60,10 @@ def make_api(settings: FleetlineSettings, producer: Producer | None = None) -> F
             )
         return found
 
-    Caller = Annotated[ApiKey, Depends(caller)]
-
-    def owned(job_id: str, who: ApiKey) -> JobResult:
+    def owned(self, job_id: str, who: ApiKey) -> JobResult:
+        """The job, when it is the caller's tenant's; else 404, as for an unknown one."""
         try:
-            job = producer.store.get(job_id)
+            job = self.store.get(job_id)
         except JobNotFound:
             job = None
         except RedisError as exc:
@@ -70,6 +71,15 @@ def make_api(settings: FleetlineSettings, producer: Producer | None = None) -> F
         if job is None or job.tenant != who.tenant:
             raise HTTPException(404, {"error": "not_found", "job_id": job_id})
         return job
+
+
+def make_api(settings: FleetlineSettings, producer: Producer | None = None) -> FastAPI:
+    """The API of one fleet (its settings bound), submitting through `producer`."""
+    producer = producer or Producer.from_settings(settings)
+    callers = _Callers(producer)
+    owned = callers.owned
+    Caller = Annotated[ApiKey, Depends(callers.caller)]
+    api = FastAPI(title="Fleetline", version="1", docs_url=None, redoc_url=None)
 
     @api.post("/v1/jobs", status_code=202)
     async def submit(
@@ -114,6 +124,17 @@ def make_api(settings: FleetlineSettings, producer: Producer | None = None) -> F
         if not job.status.terminal:
             return JSONResponse({"job_id": job_id, "status": job.status.value}, status_code=202)
         return JSONResponse(json.loads(job.model_dump_json()))
+
+    @api.delete("/v1/jobs/{job_id}", response_model=None)
+    def cancel(job_id: str, who: Caller) -> JSONResponse:
+        owned(job_id, who)
+        if not cancel_job(producer.store, job_id, f"api:{who.key_id}"):
+            job = owned(job_id, who)
+            return JSONResponse(
+                {"error": "finished", "job_id": job_id, "status": job.status.value},
+                status_code=409,
+            )
+        return JSONResponse({"job_id": job_id, "status": JobStatus.CANCELLED.value})
 
     @api.get("/v1/jobs/{job_id}/events", response_model=None)
     def events(job_id: str, who: Caller) -> StreamingResponse:

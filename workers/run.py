@@ -25,6 +25,7 @@ from fleetline.workers.guards import (
     BreakerGuard,
     BudgetGuard,
     CacheGuard,
+    CancelledGuard,
     CrashGuard,
     DeadlineGuard,
     Defer,
@@ -52,6 +53,7 @@ def default_guards() -> list[Guard]:
     state)."""
     return [
         RecordedGuard(),
+        CancelledGuard(),
         DeadlineGuard(),
         CrashGuard(),
         KillSwitchGuard(),
@@ -64,7 +66,7 @@ def default_guards() -> list[Guard]:
 def tool_guards() -> list[Guard]:
     """The guards of a tool's run: no model, so no spend to hold, switch or cache; its
     breaker is the tool's own pybreaker CircuitBreaker around the call."""
-    return [RecordedGuard(), DeadlineGuard(), CrashGuard()]
+    return [RecordedGuard(), CancelledGuard(), DeadlineGuard(), CrashGuard()]
 
 
 @dataclass

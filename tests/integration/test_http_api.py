@@ -58,7 +58,12 @@ class Served:
 
 @pytest.fixture
 def served(start_fleet: FleetFactory) -> Iterator[Served]:
-    fleet = start_fleet(with_beat=False, FLEETLINE_LIMITS_MAX_INPUT_BYTES="20000")
+    # Calls of 300 ms: a job runs long enough to be cancelled while it runs.
+    fleet = start_fleet(
+        with_beat=False,
+        FLEETLINE_LIMITS_MAX_INPUT_BYTES="20000",
+        FLEETLINE_SIM_LATENCY_MS="300",
+    )
     port = free_port()
     server = subprocess.Popen(
         [FLEETLINE, "serve", "--port", str(port)],
@@ -208,3 +213,18 @@ def test_the_python_clients_submit_wait_and_follow_events(served: Served) -> Non
     with Client(url, "fl_wrong_key") as stranger, pytest.raises(ApiError) as denied:
         stranger.submit(_spec())
     assert denied.value.status == 401
+
+
+def test_delete_cancels_the_callers_job_once(served: Served) -> None:
+    acme, other = served.key("acme"), served.key("globex")
+    slow = _spec(deadline_s=60)
+    job_id = served.http.post("/v1/jobs", json=slow, headers=acme).json()["job_id"]
+    assert served.http.delete(f"/v1/jobs/{job_id}", headers=other).status_code == 404
+    gone = served.http.delete(f"/v1/jobs/{job_id}", headers=acme)
+    assert gone.status_code == 200 and gone.json()["status"] == "cancelled"
+    again = served.http.delete(f"/v1/jobs/{job_id}", headers=acme)
+    assert again.status_code == 409 and again.json()["status"] == "cancelled"
+    assert served.http.get(f"/v1/jobs/{job_id}", headers=acme).json()["status"] == "cancelled"
+    assert any(e.actor.startswith("api:") for e in served.fleet.store.audit(job_id))
+    with Client(str(served.http.base_url), acme["Authorization"].split()[1]) as client:
+        assert client.cancel(job_id) is False

@@ -520,9 +520,10 @@ def test_outcomes_survive_the_json_wire() -> None:
 # --- guards by worker kind ---------------------------------------------------------------
 
 
-def test_an_agent_runs_every_guard_and_a_tool_only_recorded_deadline_and_crash() -> None:
+def test_an_agent_runs_every_guard_and_a_tool_only_recorded_cancelled_deadline_and_crash() -> None:
     assert [type(g).__name__ for g in default_guards()] == [
         "RecordedGuard",
+        "CancelledGuard",
         "DeadlineGuard",
         "CrashGuard",
         "KillSwitchGuard",
@@ -532,6 +533,7 @@ def test_an_agent_runs_every_guard_and_a_tool_only_recorded_deadline_and_crash()
     ]
     assert [type(g).__name__ for g in tool_guards()] == [
         "RecordedGuard",
+        "CancelledGuard",
         "DeadlineGuard",
         "CrashGuard",
     ]

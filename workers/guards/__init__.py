@@ -9,6 +9,7 @@ from fleetline.workers.guards.base import Check, Defer, Guard, Reroute, WaitForR
 from fleetline.workers.guards.breaker import BreakerGuard
 from fleetline.workers.guards.budget import BudgetGuard
 from fleetline.workers.guards.cache import CacheGuard
+from fleetline.workers.guards.cancelled import CancelledGuard
 from fleetline.workers.guards.crash import CrashGuard
 from fleetline.workers.guards.deadline import DeadlineGuard
 from fleetline.workers.guards.killswitch import KillSwitchGuard
@@ -18,6 +19,7 @@ __all__ = [
     "BreakerGuard",
     "BudgetGuard",
     "CacheGuard",
+    "CancelledGuard",
     "Check",
     "CrashGuard",
     "DeadlineGuard",
