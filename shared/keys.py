@@ -68,6 +68,11 @@ def api_key_index() -> str:
     return f"{PREFIX}:apikeys"
 
 
+def tenant_slots(tenant: str) -> str:
+    """ZSET: delivery -> when its slot lapses; the tenant's steps in flight (fair share)."""
+    return f"{PREFIX}:fair:{tenant}"
+
+
 def watchdog_turn() -> str:
     """STRING (PX: just under the reaper interval): the worker that runs the deadline
     watchdog this interval holds it; everyone else skips theirs."""

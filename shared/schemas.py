@@ -91,9 +91,9 @@ class SubtaskPayload(_Strict):
     budget_tokens: int | None = None
     # The job's latency profile lets this call wait to share a batched model call.
     batchable: bool = False
-    # Times this step went back to its queue to wait for a rate window (not retries), and
-    # how long it has waited for windows so far.
-    rate_deferrals: int = Field(default=0, ge=0)
+    # Times this step went back to its queue to wait (for a rate window, or for its
+    # tenant's fair share): not retries. And how long it has waited for rate windows.
+    deferrals: int = Field(default=0, ge=0)
     rate_waited_s: float = Field(default=0.0, ge=0)
 
 

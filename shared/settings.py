@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import (
     BaseModel,
     Field,
+    PositiveInt,
     PrivateAttr,
     SecretStr,
     ValidationError,
@@ -267,6 +268,14 @@ class LimitsSettings(BaseSettings):
     # How late past its deadline the watchdog may finalise a job.
     deadline_grace_s: float = Field(default=0.2, ge=0)
     reaper_interval_s: float = Field(default=0.5, gt=0)
+    # Fair share: the most steps of one tenant in flight fleet-wide, by tenant ("*": every
+    # tenant not listed; empty: no limit), e.g. '{"*": 20, "acme": 50}'.
+    tenant_steps_in_flight: dict[str, PositiveInt] = Field(default_factory=dict)
+
+    def tenant_steps(self, tenant: str) -> int | None:
+        """The in-flight limit of `tenant`'s steps, or None."""
+        table = self.tenant_steps_in_flight
+        return table.get(tenant, table.get("*"))
 
 
 class FleetlineSettings(BaseSettings):

@@ -26,7 +26,7 @@ from fleetline.shared.schemas import (
     SubtaskSpec,
 )
 from fleetline.shared.verdict import assemble, judge, listed_outputs
-from fleetline.workers.run import Attempt, SubtaskRun
+from fleetline.workers.run import Attempt, SubtaskRun, closing_guards
 from fleetline.workers.runtime import WorkerRuntime, get_runtime
 from fleetline.workers.task import drive
 
@@ -84,6 +84,7 @@ def _then_run(
             budget_tokens=context.budget_tokens,
         ),
         worker=fleet.worker_types[spec.worker_type],
+        guards=closing_guards(fleet.worker_types[spec.worker_type]),
         runtime=runtime,
         attempt=Attempt(number=task.request.retries + 1, started_at=time.time()),
         actor=task.request.hostname or "",
@@ -112,7 +113,7 @@ def run_fan_in(task: Task, results: list[Any], raw_context: dict[str, Any]) -> d
 
     if status in (JobStatus.SUCCEEDED, JobStatus.DEGRADED) and context.deadline_at > time.time():
         run = _then_run(task, context, outcomes, runtime)
-        answer = drive(task, run)
+        answer = drive(task, run, may_requeue=False)
         if answer.status is OutcomeStatus.OK and answer.output is not None:
             result["answer"] = answer.output
         else:

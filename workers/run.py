@@ -29,11 +29,12 @@ from fleetline.workers.guards import (
     CrashGuard,
     DeadlineGuard,
     Defer,
+    FairShareGuard,
     Guard,
     KillSwitchGuard,
     RecordedGuard,
     Reroute,
-    WaitForRateWindow,
+    WaitToRun,
 )
 from fleetline.workers.runtime import WorkerRuntime
 from fleetline.workers.spend import RunSpend
@@ -55,6 +56,7 @@ def default_guards() -> list[Guard]:
         RecordedGuard(),
         CancelledGuard(),
         DeadlineGuard(),
+        FairShareGuard(),
         CrashGuard(),
         KillSwitchGuard(),
         BreakerGuard(),
@@ -66,7 +68,14 @@ def default_guards() -> list[Guard]:
 def tool_guards() -> list[Guard]:
     """The guards of a tool's run: no model, so no spend to hold, switch or cache; its
     breaker is the tool's own pybreaker CircuitBreaker around the call."""
-    return [RecordedGuard(), CancelledGuard(), DeadlineGuard(), CrashGuard()]
+    return [RecordedGuard(), CancelledGuard(), DeadlineGuard(), FairShareGuard(), CrashGuard()]
+
+
+def closing_guards(worker: Agent | Tool) -> list[Guard]:
+    """The guards of a fan-out's then-step: those of its kind but fair share (its job has
+    had its turn; making its last step wait would only hold its results back)."""
+    guards = default_guards() if isinstance(worker, Agent) else tool_guards()
+    return [g for g in guards if not isinstance(g, FairShareGuard)]
 
 
 @dataclass
@@ -161,7 +170,7 @@ class SubtaskRun:
                     verdict = found
                     self.stopped = True
             if isinstance(verdict, Defer):
-                raise WaitForRateWindow(verdict)
+                raise WaitToRun(verdict)
             if not isinstance(verdict, Reroute):
                 return verdict
             following = next(remaining, None)
@@ -176,13 +185,14 @@ class SubtaskRun:
             self.model = following
             self.called = False
 
-    def wait_for_window(self, seconds: float) -> None:
-        """Sleep until a rate window opens (a short wait: see WAIT_IN_PLACE_S), counted on
-        the outcome as `rate_waited_s`."""
+    def wait_for_window(self, seconds: float, *, counted: bool = True) -> None:
+        """Sleep a short wait (see WAIT_IN_PLACE_S) for a rate window to open, counted on
+        the outcome as `rate_waited_s` (`counted`)."""
         # A little spread, so that the fleet's waiting calls do not all arrive at once.
         seconds += random.uniform(0.0, 0.05)
         time.sleep(seconds)
-        self.notes["rate_waited_s"] = self.notes.get("rate_waited_s", 0.0) + seconds
+        if counted:
+            self.notes["rate_waited_s"] = self.notes.get("rate_waited_s", 0.0) + seconds
 
     def call_id(self) -> str:
         """The ledger's id of this delivery's first call on the current model."""

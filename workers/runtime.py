@@ -13,6 +13,7 @@ from functools import cached_property
 
 import redis
 from pydantic import BaseModel
+from redis.commands.core import Script
 
 from fleetline.shared.breakers import FleetBreaker, RedisBreakers, breaker_name, breaker_redis
 from fleetline.shared.cache import ResultCache
@@ -24,6 +25,7 @@ from fleetline.shared.ledger import Ledger
 from fleetline.shared.models.base import ModelClient
 from fleetline.shared.models.factory import build_client
 from fleetline.shared.redis_client import make_redis
+from fleetline.shared.scripts import load_script
 from fleetline.shared.settings import FleetlineSettings, get_settings
 from fleetline.shared.state import StateStore
 from fleetline.workers.batching import Batcher
@@ -50,6 +52,10 @@ class WorkerRuntime:
     @cached_property
     def spool(self) -> UsageSpool:
         return UsageSpool(self.settings.spool_dir, redis_identity(self.redis))
+
+    @cached_property
+    def fair_share_take(self) -> Script:
+        return load_script(self.redis, "fair_share_take")
 
     @cached_property
     def cache(self) -> ResultCache:

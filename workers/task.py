@@ -21,7 +21,7 @@ from fleetline.shared.outage import through_outage
 from fleetline.shared.rate_limits import WAIT_IN_PLACE_S
 from fleetline.shared.schemas import OutcomeStatus, SubtaskOutcome, SubtaskPayload
 from fleetline.shared.settings import FleetlineSettings
-from fleetline.workers.guards import WaitForRateWindow
+from fleetline.workers.guards import Defer, WaitToRun
 from fleetline.workers.retry import retry_delay_s
 from fleetline.workers.run import Attempt, SubtaskRun
 from fleetline.workers.runtime import get_runtime
@@ -35,7 +35,7 @@ STORE_RETRIES = 30
 def start_run(task: Task, payload: SubtaskPayload, worker: Agent | Tool) -> SubtaskRun:
     """A run of this delivery, labelled with the worker and task that make it."""
     # Going back to the queue for a rate window is a Celery retry, but not an attempt.
-    attempt = task.request.retries + 1 - payload.rate_deferrals
+    attempt = task.request.retries + 1 - payload.deferrals
     return SubtaskRun(
         payload=payload,
         worker=worker,
@@ -90,36 +90,40 @@ def record(run: SubtaskRun, outcome: SubtaskOutcome) -> SubtaskOutcome:
     return through_outage(lambda: run.finish(outcome), grace, "recording")[0]
 
 
-def drive(task: Task, run: SubtaskRun) -> SubtaskOutcome:
-    """Guards, then the call; a full rate window is waited for, in place when it opens
-    soon, else back in the queue; when it opens past the deadline the step ends
-    `timed_out` (`rate_limit`) without a call."""
+def drive(task: Task, run: SubtaskRun, *, may_requeue: bool = True) -> SubtaskOutcome:
+    """Guards, then the call. A step told to wait (a full rate window, its tenant over
+    its fair share) waits in place when that is short, else back in its queue; when the
+    wait ends past the deadline the step ends `timed_out` without a call.
+
+    may_requeue: False for a step whose task is not its own message (the fan-in's then-step):
+    it waits in place, within its deadline.
+    """
     while True:
         try:
             return attempt(task, run)
-        except WaitForRateWindow as full:
+        except WaitToRun as told:
             run.abandon()  # nothing stays held while it waits
-            wait = full.wait
+            wait = told.wait
             if time.time() + wait.seconds >= run.payload.deadline_at:
-                message = f"{wait.reason}; the next window opens {wait.seconds:.1f}s from now, "
-                return run.outcome(
-                    OutcomeStatus.TIMED_OUT, "rate_limit", message + "past the deadline"
-                )
-            if wait.seconds > WAIT_IN_PLACE_S:
-                raise requeue_for_window(task, run, wait.seconds) from full
-            run.wait_for_window(wait.seconds)
+                message = f"{wait.reason}; waiting {wait.seconds:.1f}s would pass the deadline"
+                return run.outcome(OutcomeStatus.TIMED_OUT, wait.category, message)
+            if may_requeue and (wait.requeue or wait.seconds > WAIT_IN_PLACE_S):
+                raise requeue(task, run, wait) from told
+            run.wait_for_window(wait.seconds, counted=wait.category == "rate_limit")
 
 
-def requeue_for_window(task: Task, run: SubtaskRun, seconds: float) -> Exception:
-    """The Retry that sends the step back to its queue until the window opens; it is not
-    one of the step's retries (its attempt number and max_retries stay as they were)."""
+def requeue(task: Task, run: SubtaskRun, wait: Defer) -> Exception:
+    """The Retry that sends the step back to its queue for the wait; it is not one of
+    the step's retries (its attempt number and max_retries stay as they were)."""
+    seconds = wait.seconds
+    waited = run.notes.get("rate_waited_s", 0.0)
     payload = run.payload.model_copy(
         update={
-            "rate_deferrals": run.payload.rate_deferrals + 1,
-            "rate_waited_s": run.notes.get("rate_waited_s", 0.0) + seconds,
+            "deferrals": run.payload.deferrals + 1,
+            "rate_waited_s": waited + (seconds if wait.category == "rate_limit" else 0.0),
         }
     )
-    log.info("%s waits %.1fs for a rate window", run.payload.subtask.id, seconds)
+    log.info("%s goes back to its queue for %.1fs", run.payload.subtask.id, seconds)
     retry: Exception = task.retry(
         args=[payload.model_dump(mode="json")],
         countdown=seconds,
@@ -144,14 +148,14 @@ def attempt(task: Task, run: SubtaskRun) -> SubtaskOutcome:
         ):
             log.info("retrying %s in %.2fs: %s", run.payload.subtask.id, delay, exc)
             run.abandon()
-            retries = policy.max_retries + run.payload.rate_deferrals
+            retries = policy.max_retries + run.payload.deferrals
             raise task.retry(countdown=delay, max_retries=retries) from exc
         return run.failure(exc)
     except PermanentStepError as exc:
         return run.failure(exc)
     except SoftTimeLimitExceeded:
         return run.failure(ModelTimeout("worker time limit reached"))
-    except (RedisError, WaitForRateWindow):
+    except (RedisError, WaitToRun):
         raise
     except Exception as exc:
         log.exception("subtask %s failed unexpectedly", run.payload.subtask.id)

@@ -525,6 +525,7 @@ def test_an_agent_runs_every_guard_and_a_tool_only_recorded_cancelled_deadline_a
         "RecordedGuard",
         "CancelledGuard",
         "DeadlineGuard",
+        "FairShareGuard",
         "CrashGuard",
         "KillSwitchGuard",
         "BreakerGuard",
@@ -535,6 +536,7 @@ def test_an_agent_runs_every_guard_and_a_tool_only_recorded_cancelled_deadline_a
         "RecordedGuard",
         "CancelledGuard",
         "DeadlineGuard",
+        "FairShareGuard",
         "CrashGuard",
     ]
     # Fresh guards every time: they hold per-run state.

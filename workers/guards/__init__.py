@@ -5,13 +5,14 @@ Redis work into one shared round trip, so all of them together cost one round tr
 the call and one after it.
 """
 
-from fleetline.workers.guards.base import Check, Defer, Guard, Reroute, WaitForRateWindow
+from fleetline.workers.guards.base import Check, Defer, Guard, Reroute, WaitToRun
 from fleetline.workers.guards.breaker import BreakerGuard
 from fleetline.workers.guards.budget import BudgetGuard
 from fleetline.workers.guards.cache import CacheGuard
 from fleetline.workers.guards.cancelled import CancelledGuard
 from fleetline.workers.guards.crash import CrashGuard
 from fleetline.workers.guards.deadline import DeadlineGuard
+from fleetline.workers.guards.fair_share import FairShareGuard
 from fleetline.workers.guards.killswitch import KillSwitchGuard
 from fleetline.workers.guards.recorded import RecordedGuard
 
@@ -24,9 +25,10 @@ __all__ = [
     "CrashGuard",
     "DeadlineGuard",
     "Defer",
+    "FairShareGuard",
     "Guard",
     "KillSwitchGuard",
     "RecordedGuard",
     "Reroute",
-    "WaitForRateWindow",
+    "WaitToRun",
 ]

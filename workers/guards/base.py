@@ -23,14 +23,20 @@ class Reroute:
 
 @dataclass(frozen=True)
 class Defer:
-    """The model's rate window is full: wait `seconds` for the next one (within the
-    deadline) rather than send the call into a 429."""
+    """Not now: wait `seconds` and try again, within the deadline (a full rate window: not
+    into a 429; a tenant over its fair share: not in another tenant's slot).
+
+    requeue: always wait back in the queue, never in place (the wait holds no worker slot).
+    category: the error category when the wait cannot end before the deadline.
+    """
 
     seconds: float
     reason: str
+    category: str = "rate_limit"
+    requeue: bool = False
 
 
-class WaitForRateWindow(Exception):
+class WaitToRun(Exception):
     """Raised out of the guards' checks once every check has read its replies."""
 
     def __init__(self, wait: Defer) -> None:
@@ -39,7 +45,7 @@ class WaitForRateWindow(Exception):
 
 
 # Reads the trip's replies: an outcome ends the subtask there, a Reroute moves it to the
-# next model, a Defer makes it wait for a rate window, None lets it go on.
+# next model, a Defer makes it wait and try again, None lets it go on.
 Check = Callable[[list[Any]], SubtaskOutcome | Reroute | Defer | None]
 
 
