@@ -37,9 +37,7 @@ def _flood_then_one(fleet: RunningFleet) -> tuple[float, list[JobResult]]:
 
 
 def test_one_tenants_flood_does_not_starve_another(start_fleet: FleetFactory) -> None:
-    fleet = start_fleet(
-        with_beat=False, FLEETLINE_LIMITS_TENANT_STEPS_IN_FLIGHT='{"*": 3}', **SLOW
-    )
+    fleet = start_fleet(with_beat=False, FLEETLINE_LIMITS_TENANT_STEPS_IN_FLIGHT='{"*": 3}', **SLOW)
     alone = _latency(fleet.wait(fleet.producer.submit(brief(3, tenant="quiet")).job_id))
     shared, flood = _flood_then_one(fleet)
 
