@@ -29,7 +29,7 @@ $(MODULE_LIST): FORCE
 $(STAMP): pyproject.toml $(MODULE_LIST)
 	test -x $(BIN)/python || python3 -m venv $(VENV)
 	rm -rf build/__editable__.*  # links to modules that are gone would linger
-	$(BIN)/pip install -e '.[dev,bench]' --config-settings editable_mode=strict
+	$(BIN)/pip install -e '.[dev,bench,embedded]' --config-settings editable_mode=strict
 	touch $@
 
 .PHONY: FORCE

