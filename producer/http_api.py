@@ -15,10 +15,12 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fleetline.producer.api_keys import ApiKey, ApiKeys
 from fleetline.producer.cancel import cancel_job
 from fleetline.producer.submit import Producer
+from fleetline.shared import keys
 from fleetline.shared.errors import (
     FleetlineError,
     IdempotencyConflict,
@@ -29,6 +31,7 @@ from fleetline.shared.errors import (
 )
 from fleetline.shared.json_limits import check_text
 from fleetline.shared.schemas import JobResult, JobStatus
+from fleetline.shared.scripts import load_script
 from fleetline.shared.settings import FleetlineSettings
 from fleetline.shared.state import StateStore
 
@@ -47,6 +50,8 @@ class _Callers:
     def __init__(self, producer: Producer) -> None:
         self.store = producer.store
         self.keys = ApiKeys(producer.store.client)
+        self.settings = producer.settings.api
+        self._take = load_script(producer.store.client, "api_rate_take")
 
     def caller(self, authorization: Annotated[str | None, Header()] = None) -> ApiKey:
         scheme, _, key = (authorization or "").partition(" ")
@@ -58,7 +63,21 @@ class _Callers:
             raise HTTPException(
                 401, {"error": "unauthorized"}, headers={"WWW-Authenticate": "Bearer"}
             )
+        self._within_rate(found)
         return found
+
+    def _within_rate(self, who: ApiKey) -> None:
+        """429 with Retry-After when the key's bucket is empty."""
+        s = self.settings
+        try:
+            taken, wait_ms = self._take(
+                keys=[keys.api_bucket(who.key_id)], args=[time.time(), s.rate_per_s, s.burst]
+            )
+        except RedisError as exc:
+            raise HTTPException(503, {"error": "unavailable", "reason": str(exc)}) from exc
+        if not int(taken):
+            retry = str(max(1, math.ceil(int(wait_ms) / 1000)))
+            raise HTTPException(429, {"error": "rate_limited"}, headers={"Retry-After": retry})
 
     def owned(self, job_id: str, who: ApiKey) -> JobResult:
         """The job, when it is the caller's tenant's; else 404, as for an unknown one."""
@@ -80,6 +99,12 @@ def make_api(settings: FleetlineSettings, producer: Producer | None = None) -> F
     owned = callers.owned
     Caller = Annotated[ApiKey, Depends(callers.caller)]
     api = FastAPI(title="Fleetline", version="1", docs_url=None, redoc_url=None)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def plain_errors(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # The refusal itself is the body ({"error": ...}), not FastAPI's {"detail": ...}.
+        body = exc.detail if isinstance(exc.detail, dict) else {"error": str(exc.detail)}
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     @api.post("/v1/jobs", status_code=202)
     async def submit(

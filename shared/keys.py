@@ -73,6 +73,11 @@ def tenant_slots(tenant: str) -> str:
     return f"{PREFIX}:fair:{tenant}"
 
 
+def api_bucket(key_id: str) -> str:
+    """HASH (tokens, at): one API key's request bucket (FLEETLINE_API_RATE_PER_S / _BURST)."""
+    return f"{PREFIX}:apirate:{key_id}"
+
+
 def watchdog_turn() -> str:
     """STRING (PX: just under the reaper interval): the worker that runs the deadline
     watchdog this interval holds it; everyone else skips theirs."""

@@ -22,6 +22,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fleetline.shared.api_settings import ApiSettings
 from fleetline.shared.breakers.settings import BreakerSettings
 from fleetline.shared.errors import ConfigError
 from fleetline.shared.fleet.loading import load_fleet
@@ -300,6 +301,7 @@ class FleetlineSettings(BaseSettings):
     spend: SpendSettings = Field(default_factory=SpendSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     killswitch: KillSwitchSettings = Field(default_factory=KillSwitchSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     latency_profiles: dict[str, LatencyProfile] = Field(default_factory=_default_latency_profiles)

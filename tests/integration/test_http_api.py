@@ -14,9 +14,14 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 from fleetline import ApiError, AsyncClient, Client, JobNotFound, JobResult, JobStatus, SpecError
+from fleetline.producer.api_keys import ApiKeys
+from fleetline.producer.http_api import make_api
+from fleetline.producer.submit import Producer
 from fleetline.shared.embedded_redis import free_port
+from fleetline.shared.settings import load_settings
 from tests.integration.conftest import FleetFactory, RunningFleet
 from tests.integration.test_cost_control import brief
 
@@ -228,3 +233,29 @@ def test_delete_cancels_the_callers_job_once(served: Served) -> None:
     assert any(e.actor.startswith("api:") for e in served.fleet.store.audit(job_id))
     with Client(str(served.http.base_url), acme["Authorization"].split()[1]) as client:
         assert client.cancel(job_id) is False
+
+
+def test_each_key_is_held_to_its_request_rate(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLEETLINE_API_RATE_PER_S", "1")
+    monkeypatch.setenv("FLEETLINE_API_BURST", "3")
+    settings = load_settings()
+    producer = Producer.from_settings(settings)
+    key, _ = ApiKeys(producer.store.client).create("acme")
+    other, _ = ApiKeys(producer.store.client).create("acme")
+    with TestClient(make_api(settings, producer)) as http:
+        auth = {"Authorization": f"Bearer {key}"}
+        answers = [http.get("/v1/jobs/nope", headers=auth) for _ in range(4)]
+        assert [a.status_code for a in answers] == [404, 404, 404, 429]
+        assert answers[-1].json() == {"error": "rate_limited"}
+        assert answers[-1].headers["Retry-After"] == "1"
+        # Another key has a bucket of its own.
+        assert (
+            http.get("/v1/jobs/nope", headers={"Authorization": f"Bearer {other}"}).status_code
+            == 404
+        )
+        time.sleep(1.1)
+        assert http.get("/v1/jobs/nope", headers=auth).status_code == 404
+        assert http.get("/v1/jobs/nope").json() == {"error": "unauthorized"}
+    producer.app.close()
