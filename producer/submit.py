@@ -31,7 +31,14 @@ from fleetline.shared.fleet import Plan, PlanError, Step, Tool
 from fleetline.shared.killswitch import SwitchState, applicable_keys
 from fleetline.shared.names import TASK_FAN_IN
 from fleetline.shared.redis_client import make_redis
-from fleetline.shared.schemas import JobSpec, JobStatus, StepKind, SubtaskPayload, SubtaskSpec
+from fleetline.shared.schemas import (
+    PAYLOAD_VERSION,
+    JobSpec,
+    JobStatus,
+    StepKind,
+    SubtaskPayload,
+    SubtaskSpec,
+)
 from fleetline.shared.settings import FleetlineSettings
 from fleetline.shared.state import StateStore
 
@@ -224,6 +231,9 @@ class Producer:
                 s.worker_type,
                 args=(
                     {
+                        # Built as a dict, not a SubtaskPayload, so say its version (one
+                        # without a version is read as 1, the payload before versions).
+                        "version": PAYLOAD_VERSION,
                         **job,
                         "deadline_at": workers_deadline_at,
                         "batchable": batchable,

@@ -79,9 +79,21 @@ class SubtaskSpec(_Strict):
     max_output_tokens: int = Field(default=512, gt=0)
 
 
+# The step payload's version. Workers run this one and the one before it, so that steps
+# queued before a rolling upgrade still run on the new workers; a payload newer than the
+# worker knows is dead-lettered (`parse_payload`), never read as if it were the old shape.
+# Version 1 is the payload before it carried a `version` field.
+PAYLOAD_VERSION = 2
+OLDEST_PAYLOAD_VERSION = 1
+
+
 class SubtaskPayload(_Strict):
     """What travels on the wire to a specialist worker."""
 
+    # Strict: a version is compared, never coerced from "2" or True.
+    version: int = Field(
+        default=PAYLOAD_VERSION, ge=OLDEST_PAYLOAD_VERSION, le=PAYLOAD_VERSION, strict=True
+    )
     job_id: str
     tenant: str
     deadline_at: float
@@ -95,6 +107,36 @@ class SubtaskPayload(_Strict):
     # tenant's fair share): not retries. And how long it has waited for rate windows.
     deferrals: int = Field(default=0, ge=0)
     rate_waited_s: float = Field(default=0.0, ge=0)
+
+
+class PayloadVersionError(ValueError):
+    """A step payload of a version newer than this worker knows."""
+
+    def __init__(self, version: int) -> None:
+        super().__init__(
+            f"payload version {version} is newer than this worker's {PAYLOAD_VERSION}: "
+            "upgrade the worker, then replay the dead letter"
+        )
+        self.version = version
+
+
+def parse_payload(raw: Any) -> SubtaskPayload:
+    """A step payload as it came off the wire.
+
+    One without `version` is version 1, from a producer older than the field. An older
+    payload comes back as the current version: what this worker sends on (a retry, a
+    dead letter) is the current shape, with the defaults filled in. Raises
+    PayloadVersionError for a newer version than PAYLOAD_VERSION (checked before the
+    fields: a newer payload may well fail them, and must be told apart from a broken
+    one), else pydantic's ValidationError for anything that is not a payload.
+    """
+    if isinstance(raw, dict):
+        version = raw.get("version", OLDEST_PAYLOAD_VERSION)
+        if type(version) is int and version > PAYLOAD_VERSION:
+            raise PayloadVersionError(version)
+        raw = {**raw, "version": version}
+    payload = SubtaskPayload.model_validate(raw)
+    return payload.model_copy(update={"version": PAYLOAD_VERSION})
 
 
 class OutcomeError(_Strict):

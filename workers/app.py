@@ -11,6 +11,7 @@ the worker at once, naming what is wrong.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -136,6 +137,13 @@ def _on_worker_init(sender: Any, **_: Any) -> None:
 
 @worker_process_init.connect
 def _on_process_init(**_: Any) -> None:
+    # A prefork child leaves its parent's process group. A SIGTERM sent to the whole
+    # group (kill -TERM -<pgid>, supervisord's stopasgroup, dumb-init) would otherwise
+    # kill the child mid-step, where the parent's warm shutdown lets it finish: the step
+    # would be run again and counted as a crash toward the poison limit. The parent still
+    # ends its children itself: a cold shutdown signals the child, a hard time limit its
+    # whole group (billiard's way with a child that leads its own group).
+    os.setpgrp()
     init_sentry(settings)
     _replay_billed_usage()
 

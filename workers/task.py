@@ -19,7 +19,13 @@ from fleetline.shared.errors import ModelTimeout, PermanentStepError, RetryableS
 from fleetline.shared.fleet import Agent, Tool
 from fleetline.shared.outage import through_outage
 from fleetline.shared.rate_limits import WAIT_IN_PLACE_S
-from fleetline.shared.schemas import OutcomeStatus, SubtaskOutcome, SubtaskPayload
+from fleetline.shared.schemas import (
+    OutcomeStatus,
+    PayloadVersionError,
+    SubtaskOutcome,
+    SubtaskPayload,
+    parse_payload,
+)
 from fleetline.shared.settings import FleetlineSettings
 from fleetline.workers.guards import Defer, WaitToRun
 from fleetline.workers.retry import retry_delay_s
@@ -50,31 +56,16 @@ def start_run(task: Task, payload: SubtaskPayload, worker: Agent | Tool) -> Subt
 def run_subtask(task: Task, raw: dict[str, Any], worker: Agent | Tool) -> dict[str, Any]:
     """Body of every agent's and tool's task."""
     try:
-        payload = SubtaskPayload.model_validate(raw)
+        payload = parse_payload(raw)
+    except PayloadVersionError as exc:
+        # Sent by a newer producer than this worker (upgrade the workers first): kept as
+        # it came, to replay once a worker that knows the version runs, not misread.
+        log.error("unsupported payload version for %s: %s", worker.name, exc)
+        return refuse(task, raw, worker, "unsupported_version", str(exc))
     except ValidationError as exc:
-        # Nothing to record against: the message itself is broken. It is dead-lettered
-        # with its arguments as they came (riding out a short Redis outage), and still
-        # returns data: a subtask never raises into its chord.
+        # Nothing to record against: the message itself is broken.
         log.error("invalid subtask payload for %s: %s", worker.name, exc)
-        detail = f"not a SubtaskPayload: {exc}"
-        delivery = task.request.delivery_info or {}
-        try:
-            runtime = get_runtime()
-            through_outage(
-                lambda: runtime.dead_letters.add(
-                    reason="invalid_payload",
-                    detail=detail,
-                    queue=str(delivery.get("routing_key") or worker.name),
-                    task=task.name,
-                    task_id=task.request.id or "",
-                    message={"args": [raw], "kwargs": {}},
-                ),
-                runtime.settings.redis.outage_grace_s,
-                "dead-lettering",
-            )
-        except Exception:
-            log.exception("could not dead-letter an invalid %s payload", worker.name)
-        return {"status": OutcomeStatus.FAILED.value, "error": str(exc)[:500]}
+        return refuse(task, raw, worker, "invalid_payload", f"not a SubtaskPayload: {exc}")
     run = start_run(task, payload, worker)
     try:
         return record(run, drive(task, run)).model_dump(mode="json")
@@ -82,6 +73,32 @@ def run_subtask(task: Task, raw: dict[str, Any], worker: Agent | Tool) -> dict[s
         # Not recorded yet: run again once Redis is back rather than lose it.
         log.warning("Redis unavailable for %s, retrying: %s", payload.subtask.id, exc)
         raise task.retry(countdown=1.0, max_retries=STORE_RETRIES) from exc
+
+
+def refuse(
+    task: Task, raw: dict[str, Any], worker: Agent | Tool, reason: str, detail: str
+) -> dict[str, Any]:
+    """Dead-letter a payload that cannot be run, with its arguments as they came (riding
+    out a short Redis outage), and still return data: a subtask never raises into its
+    chord."""
+    delivery = task.request.delivery_info or {}
+    try:
+        runtime = get_runtime()
+        through_outage(
+            lambda: runtime.dead_letters.add(
+                reason=reason,
+                detail=detail,
+                queue=str(delivery.get("routing_key") or worker.name),
+                task=task.name,
+                task_id=task.request.id or "",
+                message={"args": [raw], "kwargs": {}},
+            ),
+            runtime.settings.redis.outage_grace_s,
+            "dead-lettering",
+        )
+    except Exception:
+        log.exception("could not dead-letter a %s payload (%s)", worker.name, reason)
+    return {"status": OutcomeStatus.FAILED.value, "error": detail[:500]}
 
 
 def record(run: SubtaskRun, outcome: SubtaskOutcome) -> SubtaskOutcome:
