@@ -107,6 +107,10 @@ def child_env(
     return env
 
 
+# What a stopping worker gets past its longest time limit to record its last steps.
+STOP_MARGIN_S = 15.0
+
+
 @contextmanager
 def running_fleet(
     settings: FleetlineSettings, env: Mapping[str, str], log_dir: str | None = None
@@ -123,7 +127,9 @@ def running_fleet(
         previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
             notice("[dim]stopping the fleet…[/]")
-            fleet.stop()
+            # The steps in hand may run to their hard time limit; then the closing trip.
+            longest = max(p.time_limit_s for p in settings.policies.values())
+            fleet.stop(timeout_s=longest + STOP_MARGIN_S)
         finally:
             signal.signal(signal.SIGTERM, previous)
 
