@@ -118,6 +118,9 @@ def test_a_job_submitted_over_http_runs_to_its_end_for_its_tenant_only(served: S
     assert served.http.get("/v1/jobs/nope", headers=acme).status_code == 404
     assert served.http.get("/v1/readyz").json() == {"status": "ready"}
     assert "/v1/jobs" in served.http.get("/openapi.json").json()["paths"]
+    # The sample of README's walk-through is a spec the API takes.
+    sample = (Path(__file__).parents[2] / "ops/samples/api_research_brief.json").read_bytes()
+    assert served.http.post("/v1/jobs", content=sample, headers=acme).status_code == 202
 
 
 def test_refusals_name_the_field_and_enqueue_nothing(served: Served) -> None:
