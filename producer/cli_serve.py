@@ -1,33 +1,27 @@
-"""`fleetline serve` (the HTTP API) and `fleetline keys` (its API keys)."""
+"""`fleetline serve` (the HTTP API), `fleetline keys` (its API keys) and `fleetline tenant`."""
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from fleetline.producer import cli_render as render
-from fleetline.producer.api_keys import TENANT_PATTERN, ApiKeys, UnknownKey
+from fleetline.producer.api_keys import ApiKeys, UnknownKey
 from fleetline.producer.cli_jobs import AppOption, cli_settings, exit_codes
 from fleetline.producer.cli_ops import Json, open_redis, utc
+from fleetline.producer.cli_tenant import tenant_app, tenant_name
 
 keys_app = typer.Typer(
     name="keys", help="API keys of `fleetline serve`: each names one tenant.", no_args_is_help=True
 )
 
 
-def _tenant(value: str) -> str:
-    if not re.match(TENANT_PATTERN, value):
-        raise typer.BadParameter("1-64 letters, digits, '_', '.' or '-'")
-    return value
-
-
 @keys_app.command("create")
 def create(
-    tenant: Annotated[str, typer.Option("--tenant", callback=_tenant, help="Whose key.")],
+    tenant: Annotated[str, typer.Option("--tenant", callback=tenant_name, help="Whose key.")],
     name: Annotated[str, typer.Option("--name", help="What the key is for.")] = "",
     as_json: Json = False,
     app_ref: AppOption = None,
@@ -86,4 +80,5 @@ def serve(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(keys_app)
+    app.add_typer(tenant_app)
     app.command("serve")(serve)

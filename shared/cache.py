@@ -151,6 +151,7 @@ class ResultCache:
         token: str | None,
         *,
         model: str = "",
+        tenant: str = "",
         now: float | None = None,
     ) -> bool:
         """Cache a VALIDATED output (JSON-serialisable) for ttl_s and end the lease.
@@ -161,7 +162,7 @@ class ResultCache:
         done = one_reply(
             self._r,
             lambda trip: self.queue_store(
-                trip, key, output, cost_usd, ttl_s, token, model=model, now=now
+                trip, key, output, cost_usd, ttl_s, token, model=model, tenant=tenant, now=now
             ),
         )
         return int(done) == 1
@@ -176,6 +177,7 @@ class ResultCache:
         token: str | None,
         *,
         model: str = "",
+        tenant: str = "",
         now: float | None = None,
     ) -> int:
         """Queue `store`; the reply at the index returned is 1 when the lease was still held."""
@@ -183,6 +185,8 @@ class ResultCache:
             "output": output,
             "cost_usd": cost_usd,
             "model": model,
+            # Whose call made it (even a shared entry): `fleetline tenant purge` finds it.
+            "tenant": tenant,
             "stored_at": time.time() if now is None else now,
         }
         return trip.script(

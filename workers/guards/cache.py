@@ -84,6 +84,7 @@ class CacheGuard:
                 ttl,
                 self.token,
                 model=outcome.model or run.model,
+                tenant=run.payload.tenant,
                 now=time.time(),
             )
         elif self.token is not None:
