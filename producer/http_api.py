@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from fleetline.producer import http_docs
 from fleetline.producer.api_keys import ApiKey, ApiKeys
 from fleetline.producer.cancel import cancel_job
 from fleetline.producer.submit import Producer
@@ -106,7 +107,25 @@ def make_api(settings: FleetlineSettings, producer: Producer | None = None) -> F
         body = exc.detail if isinstance(exc.detail, dict) else {"error": str(exc.detail)}
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
-    @api.post("/v1/jobs", status_code=202)
+    body, components = http_docs.submit_body(settings)
+    openapi = api.openapi
+
+    def openapi_with_inputs() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            schema = openapi()
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
+        return api.openapi_schema or {}
+
+    api.openapi = openapi_with_inputs  # type: ignore[method-assign]
+
+    @api.post(
+        "/v1/jobs",
+        status_code=202,
+        operation_id="submit_job",
+        openapi_extra=body,
+        responses=http_docs.SUBMIT,
+        response_model=None,
+    )
     async def submit(
         request: Request,
         who: Caller,
@@ -129,7 +148,7 @@ def make_api(settings: FleetlineSettings, producer: Producer | None = None) -> F
         job = owned(receipt.job_id, who)
         return JSONResponse({"job_id": job.job_id, "status": job.status.value}, status_code=200)
 
-    @api.get("/v1/jobs/{job_id}")
+    @api.get("/v1/jobs/{job_id}", operation_id="get_job", responses=http_docs.READ)
     def status(job_id: str, who: Caller) -> dict[str, Any]:
         job = owned(job_id, who)
         return {
@@ -143,14 +162,24 @@ def make_api(settings: FleetlineSettings, producer: Producer | None = None) -> F
             "finished_at": job.finished_at,
         }
 
-    @api.get("/v1/jobs/{job_id}/result", response_model=None)
+    @api.get(
+        "/v1/jobs/{job_id}/result",
+        operation_id="get_result",
+        responses=http_docs.READ,
+        response_model=None,
+    )
     def result(job_id: str, who: Caller) -> JSONResponse:
         job = owned(job_id, who)
         if not job.status.terminal:
             return JSONResponse({"job_id": job_id, "status": job.status.value}, status_code=202)
         return JSONResponse(json.loads(job.model_dump_json()))
 
-    @api.delete("/v1/jobs/{job_id}", response_model=None)
+    @api.delete(
+        "/v1/jobs/{job_id}",
+        operation_id="cancel_job",
+        responses=http_docs.CANCEL,
+        response_model=None,
+    )
     def cancel(job_id: str, who: Caller) -> JSONResponse:
         owned(job_id, who)
         if not cancel_job(producer.store, job_id, f"api:{who.key_id}"):
@@ -161,7 +190,12 @@ def make_api(settings: FleetlineSettings, producer: Producer | None = None) -> F
             )
         return JSONResponse({"job_id": job_id, "status": JobStatus.CANCELLED.value})
 
-    @api.get("/v1/jobs/{job_id}/events", response_model=None)
+    @api.get(
+        "/v1/jobs/{job_id}/events",
+        operation_id="job_events",
+        responses=http_docs.READ,
+        response_model=None,
+    )
     def events(job_id: str, who: Caller) -> StreamingResponse:
         owned(job_id, who)
         stream = job_events(producer.store, job_id, EVENT_POLL_S)

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -20,45 +16,12 @@ from fleetline import ApiError, AsyncClient, Client, JobNotFound, JobResult, Job
 from fleetline.producer.api_keys import ApiKeys
 from fleetline.producer.http_api import make_api
 from fleetline.producer.submit import Producer
-from fleetline.shared.embedded_redis import free_port
 from fleetline.shared.settings import load_settings
-from tests.integration.conftest import FleetFactory, RunningFleet
+from tests.integration.conftest import FleetFactory
+from tests.integration.served_api import Served, serving
 from tests.integration.test_cost_control import brief
 
 pytestmark = pytest.mark.integration
-
-FLEETLINE = str(Path(sys.executable).with_name("fleetline"))
-
-
-@dataclass
-class Served:
-    fleet: RunningFleet
-    http: httpx.Client
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [FLEETLINE, *args],
-            env=self.fleet.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
-    def key(self, tenant: str) -> dict[str, str]:
-        made = self.cli("keys", "create", "--tenant", tenant, "--json")
-        assert made.returncode == 0, made.stderr
-        return {"Authorization": f"Bearer {json.loads(made.stdout)['key']}"}
-
-    def finished(self, job_id: str, auth: dict[str, str]) -> dict[str, Any]:
-        deadline = time.monotonic() + 60
-        while True:
-            answer = self.http.get(f"/v1/jobs/{job_id}/result", headers=auth)
-            if answer.status_code == 200:
-                data: dict[str, Any] = answer.json()
-                return data
-            assert answer.status_code == 202 and time.monotonic() < deadline, answer.text
-            time.sleep(0.2)
 
 
 @pytest.fixture
@@ -69,27 +32,8 @@ def served(start_fleet: FleetFactory) -> Iterator[Served]:
         FLEETLINE_LIMITS_MAX_INPUT_BYTES="20000",
         FLEETLINE_SIM_LATENCY_MS="300",
     )
-    port = free_port()
-    server = subprocess.Popen(
-        [FLEETLINE, "serve", "--port", str(port)],
-        env=fleet.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if http.get("/v1/healthz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert server.poll() is None and time.monotonic() < deadline, "serve did not start"
-        time.sleep(0.2)
-    yield Served(fleet, http)
-    http.close()
-    server.terminate()
-    server.wait(timeout=10)
+    with serving(fleet) as served:
+        yield served
 
 
 def _spec(**extra: object) -> dict[str, object]:
