@@ -66,26 +66,39 @@ def up(
     log_dir: Annotated[
         str | None, typer.Option("--log-dir", help="Write each process's log to DIR/<name>.log.")
     ] = None,
+    flower: Annotated[
+        bool, typer.Option("--flower", help="Run Flower too (basic auth: FLOWER_BASIC_AUTH).")
+    ] = False,
+    flower_port: Annotated[
+        int, typer.Option("--flower-port", envvar="FLEETLINE_FLOWER_PORT", min=1, max=65535)
+    ] = 5555,
     app_ref: AppOption = None,
 ) -> None:
     """Run the fleet here: one worker per agent and tool, plus beat, until Ctrl-C or SIGTERM.
 
     Without FLEETLINE_REDIS_URL an embedded Redis is started (and stopped at the end);
-    other `fleetline` commands run in this directory find it.
+    other `fleetline` commands run in this directory find it. With --flower, Flower
+    listens on 127.0.0.1:--flower-port behind the basic auth of FLOWER_BASIC_AUTH.
     """
     with exit_codes():
+        if flower and ":" not in os.environ.get("FLOWER_BASIC_AUTH", ""):
+            # Flower would run open to anyone who reaches the port: refuse, as compose does.
+            raise ConfigError("--flower: set FLOWER_BASIC_AUTH=user:password first")
         settings = cli_settings(app_ref, find_redis=False)
         try:
             with sigterm_as_interrupt(), local_redis(settings) as (settings, started):
                 if started:
                     render.notice(f"embedded Redis at [bold]{started}[/]")
-                with running_fleet(settings, child_env(settings), log_dir) as fleet:
+                port = flower_port if flower else None
+                with running_fleet(settings, child_env(settings), log_dir, port) as fleet:
                     render.notice(
                         f"fleet [bold]{settings.fleet.name}[/] ({settings.app or 'example'})"
                     )
                     for name, policy in settings.policies.items():
                         render.notice(f"{name}: {policy.pool} x {policy.concurrency}")
                     wait_ready(settings)
+                    if flower:
+                        render.notice(f"Flower at [bold]http://127.0.0.1:{flower_port}[/]")
                     render.notice("[green]fleet ready[/]; Ctrl-C stops it")
                     restarts: dict[str, int] = {}
                     while True:

@@ -73,6 +73,15 @@ def beat_command(settings: FleetlineSettings) -> list[str]:
     ]  # fmt: skip
 
 
+def flower_command(port: int) -> list[str]:
+    """Flower on loopback; its basic auth comes from FLOWER_BASIC_AUTH in the environment
+    (Flower reads FLOWER_* itself), never from the command line, where `ps` would show it."""
+    return [
+        sys.executable, "-m", "celery", "-A", "fleetline.workers.app", "flower",
+        "--address=127.0.0.1", f"--port={port}",
+    ]  # fmt: skip
+
+
 @dataclass
 class Supervisor:
     """The processes of a local fleet, kept running until `stop()`."""
@@ -98,14 +107,18 @@ class Supervisor:
         with_beat: bool = True,
         log_dir: str | None = None,
         supervise: bool = True,
+        flower_port: int | None = None,
     ) -> None:
-        """Start the processes; with `supervise`, restart any that dies."""
+        """Start the processes (Flower too, given its port); with `supervise`, restart any
+        that dies."""
         self._env = dict(env)
         self._log_dir = log_dir
         for name in worker_types or list(settings.fleet.worker_types):
             self._commands[name] = worker_command(settings, [name], f"{name}-{os.getpid()}")
         if with_beat:
             self._commands["beat"] = beat_command(settings)
+        if flower_port is not None:
+            self._commands["flower"] = flower_command(flower_port)
         for name in self._commands:
             self._spawn(name)
         if supervise:

@@ -12,6 +12,7 @@ from typing import Any
 from celery import Celery
 from kombu.entity import Exchange, Queue
 
+from fleetline.shared import transport
 from fleetline.shared.errors import ConfigError
 from fleetline.shared.names import HOUSEKEEPING_QUEUE, HOUSEKEEPING_TASKS
 from fleetline.shared.redis_target import RedisTarget, with_credentials
@@ -93,11 +94,12 @@ def make_celery(
     """
     target = redis_target(settings)
     url = target.url
+    transport.register()
     backends = "fleetline.shared.result_backends"
     send_only_backend = "SendOnlySentinelBackend" if target.sentinel else "SendOnlyRedisBackend"
     backend = f"{backends}:{send_only_backend}+{url}" if send_only else url
     app = Celery(name, broker=url, backend=backend)
-    transport = _transport_options(settings, target)
+    options = _transport_options(settings, target)
     biggest_pool = _biggest_pool(settings)
     app.conf.update(
         accept_content=["json"],
@@ -108,10 +110,8 @@ def make_celery(
         task_reject_on_worker_lost=True,
         task_retry_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,
-        broker_transport="fleetline.shared.transport:"
-        + ("SentinelTransport" if target.sentinel else "Transport"),
-        broker_transport_options=transport,
-        result_backend_transport_options=transport,
+        broker_transport_options=options,
+        result_backend_transport_options=options,
         redis_max_connections=max(settings.redis.max_connections, biggest_pool * 2 + 10),
         redis_socket_timeout=settings.redis.socket_timeout_s,
         redis_socket_connect_timeout=settings.redis.connect_timeout_s,

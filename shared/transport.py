@@ -29,6 +29,7 @@ import logging
 from queue import Empty
 from typing import Any
 
+from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
@@ -237,3 +238,18 @@ class SentinelChannel(Channel, kombu_redis.SentinelChannel):
 
 class SentinelTransport(kombu_redis.SentinelTransport):
     Channel = SentinelChannel
+
+
+def register() -> None:
+    """Make these the transports of redis://, rediss:// and sentinel:// URLs.
+
+    Under an alias of their own the URL's scheme would become the transport's import path,
+    and whatever tells brokers apart by scheme (Flower's broker page and queue lengths,
+    kombu's `as_uri`) would no longer know the broker for Redis.
+    """
+    TRANSPORT_ALIASES.update(
+        redis=f"{__name__}:Transport",
+        rediss=f"{__name__}:Transport",
+        sentinel=f"{__name__}:SentinelTransport",
+    )
+

@@ -12,6 +12,7 @@ from fleetline.shared.fleet.loading import load_fleet
 from fleetline.shared.redis_target import RedisTarget, with_credentials
 from fleetline.shared.secret_files import read_secret_files
 from fleetline.shared.settings import FleetlineSettings, RedisSettings
+from fleetline.shared.transport import SentinelTransport
 
 
 def test_a_secret_is_read_from_its_file_without_the_trailing_newline(tmp_path: Path) -> None:
@@ -66,5 +67,7 @@ def test_a_sentinel_url_needs_its_master_and_configures_every_client() -> None:
     app = make_celery(settings.bind(load_fleet(None)), send_only=True)
     assert app.conf.broker_transport_options["master_name"] == "fleet"
     assert app.conf.result_backend_transport_options["master_name"] == "fleet"
-    assert app.conf.broker_transport.endswith(":SentinelTransport")
+    with app.connection_for_write() as connection:
+        assert type(connection.transport) is SentinelTransport, "the crash-containing one"
+        assert connection.as_uri().startswith("sentinel://"), "Flower knows it by its scheme"
     assert type(app.backend).__name__ == "SendOnlySentinelBackend"
