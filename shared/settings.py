@@ -308,6 +308,8 @@ class FleetlineSettings(BaseSettings):
     # The profile of a job that names none: it decides how its deadline is split.
     default_latency_profile: str = "interactive"
     sentry_dsn: SecretStr | None = None
+    # The share of tasks Sentry records as performance traces (with a DSN set).
+    sentry_traces_sample_rate: float = Field(default=0.1, ge=0, le=1)
     log_level: str = "INFO"
     # Where workers write each call's usage ahead of its settlement; keep it on a volume
     # that outlives a worker's restart, so a killed worker's calls are still charged.

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Task
+from celery.app import trace
 from celery.exceptions import InvalidTaskError
 from celery.worker.consumer import Consumer
 
@@ -145,6 +146,13 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
         super().update_strategies()
         for name, strategy in list(self.strategies.items()):
             self.strategies[name] = _checked(strategy, self.app.tasks[name])
+            # Celery's consumer module took `build_tracer` when this module imported it,
+            # before Sentry wrapped it at worker_init: through the module, each task's
+            # tracer is the wrapped one (its transaction, its scope), as in a pool child.
+            task = self.app.tasks[name]
+            task.__trace__ = trace.build_tracer(
+                name, task, self.app.loader, self.hostname, app=self.app
+            )
 
     def create_task_handler(self, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
         handle = super().create_task_handler(*args, **kwargs)

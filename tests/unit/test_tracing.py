@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
 from fleetline.shared.settings import FleetlineSettings
-from fleetline.shared.tracing import FILTERED, init_sentry, scrub, scrub_event, sensitive
+from fleetline.shared.tracing import (
+    FILTERED,
+    hold_back,
+    init_sentry,
+    process_secrets,
+    redact,
+    release,
+    scrub,
+    scrub_breadcrumb,
+    scrub_event,
+    sensitive,
+)
 
 DOCUMENT = "Acme Corp's confidential merger memo"
 
@@ -142,3 +154,41 @@ def test_a_tool_steps_arguments_are_scrubbed_too() -> None:
     cleaned = scrub_event(tool_event, {})  # type: ignore[arg-type]
     assert cleaned["extra"]["celery-job"]["args"][0]["job_id"] == "j1"
     assert secret not in repr(cleaned)
+
+
+def test_free_text_holding_held_data_or_a_secret_is_filtered_whole() -> None:
+    memo = "The board approved the Acme merger at a price of 41 dollars a share."
+    hold_back([{"job_id": "j1", "subtask": {"worker_type": "extraction", "text": memo}}])
+    try:
+        assert redact(f"could not parse {memo[10:50]!r}") == FILTERED, "an excerpt is enough"
+        assert redact("extraction step j1 failed") == "extraction step j1 failed"
+    finally:
+        release()
+    assert redact(f"could not parse {memo[10:50]!r}") != FILTERED, "held for the task only"
+
+
+def test_credential_shapes_are_cut_out_of_any_text() -> None:
+    text = "401 for fl_0123abcd_S3cr3t-key, sk-proj-abcdefgh12, Bearer xyz to redis://u:pw@h/0"
+    assert redact(text) == f"401 for {FILTERED}, {FILTERED}, {FILTERED} to redis://{FILTERED}@h/0"
+    error = "1 validation error\n  x [type=string_type, input_value={'a': 1}, input_type=dict]"
+    assert f"input_value={FILTERED}, input_type=dict" in redact(error)
+
+
+def test_log_events_and_breadcrumbs_keep_their_template_not_their_arguments() -> None:
+    entry = {"message": "read %s", "params": ["secret memo"], "formatted": "read secret memo"}
+    event: Any = {"logentry": entry}
+    assert scrub_event(event, {})["logentry"] == {
+        "message": "read %s",
+        "params": [FILTERED],
+        "formatted": "read %s",
+    }
+    record = logging.LogRecord("x", logging.WARNING, "f", 1, "read %s", ("secret memo",), None)
+    crumb = scrub_breadcrumb({"message": "read secret memo", "data": {}}, {"log_record": record})
+    assert crumb["message"] == "read %s"
+
+
+def test_process_secrets_are_the_settings_and_the_environment_credentials() -> None:
+    settings = FleetlineSettings(sentry_dsn=SecretStr("https://k@sentry.example/1"))
+    found = process_secrets(settings, {"PAYMENTS_API_KEY": "pk_live_123456", "HOME": "/root"})
+    assert "https://k@sentry.example/1" in found and "pk_live_123456" in found
+    assert "/root" not in found
