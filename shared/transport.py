@@ -252,4 +252,3 @@ def register() -> None:
         rediss=f"{__name__}:Transport",
         sentinel=f"{__name__}:SentinelTransport",
     )
-
