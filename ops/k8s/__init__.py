@@ -1,0 +1,1 @@
+"""Kubernetes deployment: a kustomize base, an example overlay, and their generator."""
