@@ -143,6 +143,10 @@ def parse_spec(
         raise SpecError([("latency_profile", f"unknown profile {profile!r} (known: {known})")])
     if (spec.deadline_s or 0) > settings.limits.max_deadline_s:
         raise SpecError([("deadline_s", f"at most {settings.limits.max_deadline_s:g} seconds")])
+    if spec.callback_url is not None:
+        refused = settings.api.callback_refusal(spec.tenant, spec.callback_url)
+        if refused is not None:
+            raise SpecError([("callback_url", refused)])
     try:
         plan = settings.fleet.plan(spec.kind, spec.input)
     except ValidationError as exc:
@@ -188,6 +192,9 @@ class Producer:
             "deadline_at": repr(deadline_at),
             "budget_usd": repr(spec.budget_usd),
         }
+        if spec.callback_url is not None:
+            # finalize_job.lua makes the callback due when it sees this field.
+            fields["callback_url"] = spec.callback_url
         try:
             # Admission (kill switches), idempotency and the record: one round trip.
             made = self.store.create_job(

@@ -89,6 +89,26 @@ def dead_letters() -> str:
     return f"{PREFIX}:dlq"
 
 
+# --- Job callbacks (workers/callbacks.py) ---------------------------------------------------
+# Both callback keys carry the `{callbacks}` hash tag: the claim script moves a delivery's
+# due time and counts its attempt at once. Neither has a TTL: an entry leaves when its
+# callback is delivered, abandoned or refused, or when its job is found gone. Each failed
+# attempt keeps the job's keys alive CALLBACK_KEEP_S past the next one, so a short job TTL
+# never drops a delivery still owed, and its audit can be read after the last attempt.
+CALLBACK_KEEP_S = 3_600
+
+
+def callbacks_due() -> str:
+    """ZSET: job id -> when its callback's next attempt is due; a claimed one is moved
+    ahead by the attempt's lease, so no two workers POST it at once."""
+    return f"{PREFIX}:{{callbacks}}:due"
+
+
+def callback_attempts() -> str:
+    """HASH: job id -> attempts of its callback claimed so far (the attempt number)."""
+    return f"{PREFIX}:{{callbacks}}:attempts"
+
+
 # --- Spend ledger (shared/ledger.py) --------------------------------------------------------
 # Every ledger key carries the `{spend}` hash tag: one script moves a call's money across the
 # job, tenant, worker-type and fleet counters at once, so they must share a slot on a cluster.
@@ -172,7 +192,7 @@ def kill_index() -> str:
 
 
 def cache_entry(digest: str) -> str:
-    """STRING: JSON {output, cost_usd, model, stored_at} of a validated model result."""
+    """STRING: JSON {output, cost_usd, model, tenant, stored_at} of a validated model result."""
     return f"{PREFIX}:cache:{{{digest}}}"
 
 

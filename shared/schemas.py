@@ -5,8 +5,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
+from fleetline.shared.callback_hosts import MAX_URL_LENGTH, parse_callback_url
 from fleetline.shared.names import NAME_PATTERN
 
 
@@ -53,6 +55,21 @@ class JobSpec(_Strict):
     latency_profile: str | None = Field(default=None, max_length=64)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
     priority: int = Field(default=5, ge=0, le=9)
+    # Where the job's result is POSTed, signed, when it ends; its host must be on the
+    # tenant's allow-list (FLEETLINE_API_CALLBACK_HOSTS).
+    callback_url: str | None = Field(default=None, max_length=MAX_URL_LENGTH)
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_callback_url(value)
+            except ValueError as exc:
+                raise PydanticCustomError(
+                    "callback_url", "{reason}", {"reason": str(exc)}
+                ) from None
+        return value
 
 
 class StepKind(StrEnum):

@@ -20,6 +20,8 @@ SECRET_SETTINGS = (
     "FLEETLINE_OPENAI_API_KEY",
     "FLEETLINE_ANTHROPIC_API_KEY",
     "FLEETLINE_SENTRY_DSN",
+    # JSON, tenant -> secret: what job callbacks are signed with.
+    "FLEETLINE_API_WEBHOOK_SECRETS",
 )
 
 

@@ -178,10 +178,17 @@ class StateStore:
         reason: str = "",
         extra_cost_usd: float = 0.0,
     ) -> int:
-        """Queue `finalize` on a trip; read its reply with `finalized`."""
+        """Queue `finalize` on a trip; read its reply with `finalized`. A job with a
+        `callback_url` is then due for its callback."""
         return trip.script(
             self._finalize,
-            [keys.job(job_id), keys.job_audit(job_id), keys.job_outcomes(job_id), keys.deadlines()],
+            [
+                keys.job(job_id),
+                keys.job_audit(job_id),
+                keys.job_outcomes(job_id),
+                keys.deadlines(),
+                keys.callbacks_due(),
+            ],
             [
                 job_id,
                 status.value,

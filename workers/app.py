@@ -46,6 +46,7 @@ from fleetline.shared.names import (
 )
 from fleetline.shared.settings import get_settings
 from fleetline.shared.tracing import init_sentry
+from fleetline.workers.callbacks import keep_delivering
 from fleetline.workers.consumer import DeadLetteringConsumer
 from fleetline.workers.fan_in import run_fan_in
 from fleetline.workers.runtime import get_runtime
@@ -133,6 +134,14 @@ def _on_worker_init(sender: Any, **_: Any) -> None:
     # The main process replays too: it outlives the pool children that die.
     _replay_billed_usage()
     threading.Thread(target=_keep_reaping, name="fleetline-watchdog", daemon=True).start()
+    # Job callbacks go from the main process too: it runs no task, and outlives its pool.
+    runtime = get_runtime()
+    threading.Thread(
+        target=keep_delivering,
+        args=(runtime.store, runtime.settings.api),
+        name="fleetline-callbacks",
+        daemon=True,
+    ).start()
 
 
 @worker_process_init.connect

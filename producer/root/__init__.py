@@ -34,8 +34,16 @@ from fleetline.shared.errors import (
 )
 from fleetline.shared.fleet import Agent, JobKind, Plan, PlanError, Step, Tool, fan_out
 from fleetline.shared.schemas import JobResult, JobSpec, JobStatus, OutcomeStatus, SubtaskOutcome
+from fleetline.shared.webhooks import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    sign_webhook,
+    verify_webhook,
+)
 
 __all__ = [
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
     "Agent",
     "ApiError",
     "AsyncClient",
@@ -62,4 +70,6 @@ __all__ = [
     "Tool",
     "WaitTimeout",
     "fan_out",
+    "sign_webhook",
+    "verify_webhook",
 ]

@@ -1,8 +1,9 @@
 -- Finalise a job exactly once: only from a non-terminal status; later calls change nothing.
--- KEYS: job, audit, outcomes, deadlines
+-- A job with a callback_url is put in the callbacks' due set: its result is POSTed now.
+-- KEYS: job, audit, outcomes, deadlines, callbacks due
 -- ARGV: job_id, status, completeness, result_json, extra_cost, actor, now, ttl_s, reason
 -- Returns {1, version} when this call finalised the job, {0, status} otherwise.
-local job, audit, outcomes, deadlines = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local job, audit, outcomes, deadlines, callbacks = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local status = redis.call("HGET", job, "status")
 if not status then return {0, "missing"} end
 if status ~= "pending" and status ~= "running" then return {0, status} end
@@ -19,4 +20,6 @@ redis.call("EXPIRE", audit, ttl)
 redis.call("EXPIRE", outcomes, ttl)
 local idem = redis.call("HGET", job, "idem_key")
 if idem and idem ~= "" then redis.call("EXPIRE", idem, ttl) end
+local callback = redis.call("HGET", job, "callback_url")
+if callback and callback ~= "" then redis.call("ZADD", callbacks, ARGV[7], ARGV[1]) end
 return {1, version}
