@@ -150,6 +150,9 @@ class _Purge:
         self._delete(owned + results, "")
         if self._jobs:
             self._r.zrem(keys.deadlines(), *self._jobs)
+            # A callback still owed for a purged job has nothing left to send.
+            self._r.zrem(keys.callbacks_due(), *self._jobs)
+            self._r.hdel(keys.callback_attempts(), *self._jobs)
         self._delete([keys.spend_job(job_id) for job_id in self._jobs], "spend_records")
 
     def _spend(self) -> None:
