@@ -29,6 +29,14 @@ def job_outcomes(job_id: str) -> str:
     return f"{PREFIX}:job:{{{job_id}}}:outcomes"
 
 
+def job_trace(job_id: str) -> str:
+    """HASH: span id -> one compact span of the job's trace (shared/trace_store.py), at
+    most `FLEETLINE_TRACE_MAX_SPANS` of them; span ids as fields make a write run again
+    after a lost reply change nothing. TTL: that of the job record, renewed by each write
+    (a running job's: to its deadline plus the finished-job TTL, as finalising will set)."""
+    return f"{PREFIX}:job:{{{job_id}}}:trace"
+
+
 def idempotency(tenant: str, key: str) -> str:
     """STRING: the job id an idempotency key already created."""
     return f"{PREFIX}:idem:{tenant}:{key}"

@@ -279,6 +279,43 @@ class LimitsSettings(BaseSettings):
         return table.get(tenant, table.get("*"))
 
 
+class TraceSettings(BaseSettings):
+    """Each job's trace: its spans kept with the job in Redis (`fleetline trace`), and sent
+    to an OpenTelemetry backend when an OTLP endpoint is set."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FLEETLINE_TRACE_", extra="ignore", populate_by_name=True
+    )
+
+    # redis: every process writes each job's spans beside its record, for as long as the
+    # record lives; off: none are kept (an OTLP endpoint still gets them).
+    store: Literal["redis", "off"] = "redis"
+    # The most spans one job keeps in Redis: a job of thousands of steps keeps its first.
+    max_spans: int = Field(default=2_000, ge=10, le=100_000)
+    # OpenTelemetry's own variables. Spans go out over OTLP/HTTP only when an endpoint is
+    # set; the exporter reads the rest (OTEL_EXPORTER_OTLP_HEADERS, _TIMEOUT, ...) itself.
+    otlp_endpoint: str | None = Field(default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    # Used as it is (the base endpoint above gets /v1/traces appended).
+    otlp_traces_endpoint: str | None = Field(
+        default=None, validation_alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    )
+    service_name: str = Field(default="fleetline", validation_alias="OTEL_SERVICE_NAME")
+
+    @property
+    def traces_endpoint(self) -> str | None:
+        """Where the OTLP exporter posts spans, or None: no exporter."""
+        if self.otlp_traces_endpoint:
+            return self.otlp_traces_endpoint
+        if self.otlp_endpoint:
+            return self.otlp_endpoint.rstrip("/") + "/v1/traces"
+        return None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any span is recorded at all (off and no endpoint: none, at no cost)."""
+        return self.store != "off" or self.traces_endpoint is not None
+
+
 class FleetlineSettings(BaseSettings):
     """All of Fleetline's settings."""
 
@@ -301,6 +338,7 @@ class FleetlineSettings(BaseSettings):
     spend: SpendSettings = Field(default_factory=SpendSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    trace: TraceSettings = Field(default_factory=TraceSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     killswitch: KillSwitchSettings = Field(default_factory=KillSwitchSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
@@ -478,6 +516,7 @@ _GROUPS: tuple[type[BaseSettings], ...] = (
     ProviderSettings,
     SimSettings,
     LimitsSettings,
+    TraceSettings,
 )
 
 
