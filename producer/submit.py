@@ -11,14 +11,14 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from celery import Celery, chord
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from fleetline.shared import json_limits, keys
+from fleetline.shared import json_limits, keys, otel, trace_store
 from fleetline.shared.celery_app import make_celery
 from fleetline.shared.errors import (
     FleetlineError,
@@ -41,6 +41,9 @@ from fleetline.shared.schemas import (
 )
 from fleetline.shared.settings import FleetlineSettings
 from fleetline.shared.state import StateStore
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +168,7 @@ class Producer:
         self.app = app
         # The then-step queues this process has told the kill switches about.
         self._fan_in_queues: set[str] = set()
+        otel.init_tracing(settings.trace)
 
     @classmethod
     def from_settings(cls, settings: FleetlineSettings) -> Producer:
@@ -173,9 +177,50 @@ class Producer:
         return cls(settings, client, make_celery(settings, send_only=True))
 
     def submit(self, raw: JobSpec | dict[str, Any]) -> Receipt:
-        """Validate, record and enqueue a job; the same idempotency key returns the same job."""
+        """Validate, record and enqueue a job; the same idempotency key returns the same job.
+
+        The job's trace starts here: this span is its root, and every step's span is its
+        child (its context travels in the messages' headers).
+        """
+        if not otel.enabled():
+            return self._submit(raw, None)
+        from opentelemetry.trace import SpanKind, StatusCode
+
+        span = otel.tracer().start_span("submit", kind=SpanKind.PRODUCER)
+        try:
+            receipt = self._submit(raw, span)
+        except BaseException as exc:
+            # The refusal's type only: its message may quote the input.
+            span.set_attribute(otel.ERROR_TYPE, type(exc).__name__)
+            span.set_status(StatusCode.ERROR, type(exc).__name__)
+            span.end()
+            raise
+        span.set_attributes({otel.JOB_ID: receipt.job_id, otel.JOB_CREATED: receipt.created})
+        span.end()
+        if receipt.created:
+            # Only a new job's: another submit of a job's idempotency key is not its root.
+            trace_store.write_pending(
+                self.store.client,
+                receipt.job_id,
+                span.get_span_context().trace_id,
+                self.settings.limits.finished_ttl_s,
+                self.settings.trace.max_spans,
+            )
+        return receipt
+
+    def _submit(self, raw: JobSpec | dict[str, Any], span: Span | None) -> Receipt:
         spec, plan = parse_spec(raw, self.settings)
         job_id = uuid.uuid4().hex
+        if span is not None:
+            span.update_name(f"submit {spec.kind}")
+            span.set_attributes(
+                {
+                    otel.OPERATION: "invoke_workflow",
+                    otel.JOB_KIND: spec.kind,
+                    otel.TENANT: spec.tenant,
+                    otel.JOB_STEPS: len(plan.subtasks) + 1,
+                }
+            )
         profile = self.settings.latency_profiles[
             spec.latency_profile or self.settings.default_latency_profile
         ]
@@ -211,7 +256,10 @@ class Producer:
                 if self.store.raw(made.job_id).get("spec") != fields["spec"]:
                     raise IdempotencyConflict(made.job_id)
                 return Receipt(made.job_id, False, len(plan.subtasks))
-            self._enqueue(job_id, spec, plan, workers_deadline_at, deadline_at, profile.batching)
+            headers = otel.headers_for(span) if span is not None else {}
+            self._enqueue(
+                job_id, spec, plan, workers_deadline_at, deadline_at, profile.batching, headers
+            )
         except RedisError as exc:
             raise StoreUnavailable(f"Redis unavailable while submitting: {exc}") from exc
         return Receipt(job_id, True, len(plan.subtasks))
@@ -224,9 +272,14 @@ class Producer:
         workers_deadline_at: float,
         deadline_at: float,
         batchable: bool,
+        headers: dict[str, str],
     ) -> None:
         # kombu's Redis priorities run 0 (first) to 9; a JobSpec's 9 is the most urgent.
-        options = {"priority": 9 - spec.priority}
+        options: dict[str, Any] = {"priority": 9 - spec.priority}
+        if headers:
+            # The job's trace context (traceparent): Celery keeps it on chord callbacks,
+            # retries and redeliveries.
+            options["headers"] = headers
         job = {
             "job_id": job_id,
             "tenant": spec.tenant,

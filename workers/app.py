@@ -44,6 +44,7 @@ from fleetline.shared.names import (
     TASK_REAP_DEADLINES,
     TASK_SCHEDULED_RUN,
 )
+from fleetline.shared.otel import shutdown_tracing
 from fleetline.shared.settings import get_settings
 from fleetline.shared.tracing import init_sentry
 from fleetline.workers.callbacks import keep_delivering
@@ -161,6 +162,8 @@ def _on_process_init(**_: Any) -> None:
 @worker_process_shutdown.connect
 def _on_shutdown(**_: Any) -> None:
     get_runtime().spool.close()
+    # A pool child ends without atexit: what the OTLP exporter holds is sent now.
+    shutdown_tracing()
 
 
 def _replay_billed_usage() -> None:

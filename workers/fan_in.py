@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Task
+from celery.exceptions import Retry
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from fleetline.shared import otel, trace_store
 from fleetline.shared.fleet import FleetDefinition
 from fleetline.shared.outage import through_outage
 from fleetline.shared.round_trip import RoundTrip
@@ -28,7 +30,11 @@ from fleetline.shared.schemas import (
 from fleetline.shared.verdict import assemble, judge, listed_outputs
 from fleetline.workers.run import Attempt, SubtaskRun, closing_guards
 from fleetline.workers.runtime import WorkerRuntime, get_runtime
+from fleetline.workers.step_trace import StepTrace, open_span
 from fleetline.workers.task import drive
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +105,46 @@ def run_fan_in(task: Task, results: list[Any], raw_context: dict[str, Any]) -> d
     context = FanInContext.model_validate(raw_context)
     outcomes = parse_outcomes(results)
     status, completeness = judge(outcomes, context.expected)
+    span = None
+    if otel.enabled():
+        span = open_span(
+            f"fan_in {context.kind}",
+            otel.parent_from(task.request.headers),
+            {
+                otel.JOB_ID: context.job_id,
+                otel.JOB_KIND: context.kind,
+                otel.EXPECTED: context.expected,
+                otel.RECEIVED: len(outcomes),
+            },
+        )
+    try:
+        return _fan_in(task, context, outcomes, status, completeness, runtime, span)
+    except BaseException as exc:
+        if span is not None:
+            span.set_attribute(otel.STATUS, "retry" if isinstance(exc, Retry) else "error")
+        raise
+    finally:
+        if span is not None:
+            span.end()
+            trace_store.write_pending(
+                runtime.redis,
+                context.job_id,
+                span.get_span_context().trace_id,
+                runtime.settings.limits.finished_ttl_s,
+                runtime.settings.trace.max_spans,
+            )
+
+
+def _fan_in(
+    task: Task,
+    context: FanInContext,
+    outcomes: list[SubtaskOutcome],
+    status: JobStatus,
+    completeness: float,
+    runtime: WorkerRuntime,
+    span: Span | None,
+) -> dict[str, Any]:
+    """Run the then-step if the outcomes allow, and finalise the job with it."""
     job = runtime.settings.fleet.jobs.get(context.kind)
     result: dict[str, Any] = assemble(outcomes, [], job.collect if job else None)
     result["answer"] = None
@@ -113,7 +159,13 @@ def run_fan_in(task: Task, results: list[Any], raw_context: dict[str, Any]) -> d
 
     if status in (JobStatus.SUCCEEDED, JobStatus.DEGRADED) and context.deadline_at > time.time():
         run = _then_run(task, context, outcomes, runtime)
-        answer = drive(task, run, may_requeue=False)
+        if span is not None:
+            run.trace = StepTrace.start(run, otel.context_of(span))
+        try:
+            answer = drive(task, run, may_requeue=False)
+        except BaseException:
+            run.trace.close(run)  # a retry of the callback: this attempt ends here
+            raise
         if answer.status is OutcomeStatus.OK and answer.output is not None:
             result["answer"] = answer.output
         else:
@@ -125,4 +177,9 @@ def run_fan_in(task: Task, results: list[Any], raw_context: dict[str, Any]) -> d
         trip = RoundTrip(runtime.redis)
         index = finalize(trip)
         reply = through_outage(trip.execute, grace, "finalising")[index]
-    return {"job_id": context.job_id, "finalised": store.finalized(reply)}
+    finalised = store.finalized(reply)
+    if span is not None:
+        span.set_attributes(
+            {otel.STATUS: status.value, otel.COMPLETENESS: completeness, otel.FINALISED: finalised}
+        )
+    return {"job_id": context.job_id, "finalised": finalised}

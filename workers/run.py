@@ -38,6 +38,7 @@ from fleetline.workers.guards import (
 )
 from fleetline.workers.runtime import WorkerRuntime
 from fleetline.workers.spend import RunSpend
+from fleetline.workers.step_trace import StepTrace, now_ns
 from fleetline.workers.tool_call import call_tool
 
 
@@ -103,6 +104,8 @@ class SubtaskRun:
     spend: RunSpend = field(init=False)
     # This delivery, as the crash guard marks it in flight (once, however often it checks).
     delivery: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # The attempt's spans (untraced unless the task adapter starts them).
+    trace: StepTrace = field(default_factory=StepTrace)
     _entered: list[Guard] = field(default_factory=list)
     _requests: dict[str, ModelRequest] = field(default_factory=dict)
     # A call id that replaces the default one for a model (see renew_call_id).
@@ -157,6 +160,7 @@ class SubtaskRun:
         pending = list(self.guards)
         trip = RoundTrip(self.runtime.redis)
         while True:
+            started_ns = now_ns()
             checks = [guard.before(self, trip) for guard in pending]
             self._entered += [g for g in pending if g not in self._entered]
             replies = trip.execute()
@@ -164,11 +168,12 @@ class SubtaskRun:
             # verdict decides.
             verdict: SubtaskOutcome | Reroute | Defer | None = None
             self.stopped = False
-            for check in checks:
+            for guard, check in zip(pending, checks, strict=True):
                 found = check(replies)
                 if found is not None and verdict is None:
                     verdict = found
                     self.stopped = True
+                    self.trace.guard(guard, found, started_ns, self)
             if isinstance(verdict, Defer):
                 raise WaitToRun(verdict)
             if not isinstance(verdict, Reroute):
@@ -190,7 +195,9 @@ class SubtaskRun:
         the outcome as `rate_waited_s` (`counted`)."""
         # A little spread, so that the fleet's waiting calls do not all arrive at once.
         seconds += random.uniform(0.0, 0.05)
+        started_ns = now_ns()
         time.sleep(seconds)
+        self.trace.wait(started_ns, seconds, counted)
         if counted:
             self.notes["rate_waited_s"] = self.notes.get("rate_waited_s", 0.0) + seconds
 
@@ -253,7 +260,11 @@ class SubtaskRun:
         policy = settings.worker(self.payload.subtask.worker_type)
         request = self.request()
         self.called = True
+        price = settings.models[self.model]
+        joined_ns = now_ns()
         batched, batch_size = self._batched(request)
+        if batch_size:
+            self.trace.batch_share(joined_ns, request, price, batched, batch_size)
         if batched is not None:
             # Its share of the batch call is billed under its own (held) call id.
             self.spend.bill(
@@ -268,7 +279,9 @@ class SubtaskRun:
                 # The first hold paid for the batch's share: this call needs its own.
                 single = request.model_copy(update={"call_id": f"{request.call_id}:s"})
             result = call_through_gate(
-                self.runtime.client(self.model),
+                self.trace.client(
+                    self.runtime.client(self.model), price, "first" if batched is None else "single"
+                ),
                 single,
                 self.agent.output,
                 self.spend,
@@ -331,12 +344,16 @@ class SubtaskRun:
         duplicate delivery, the first one's.
         """
         self.spend.crash_if_told()
+        self.trace.end(outcome, self)
         trip = RoundTrip(self.runtime.redis)
         for guard in self._entered:
             guard.after(self, outcome, trip)
         index = self.runtime.store.queue_record(trip, self.payload.job_id, outcome, self.actor)
         extra = also(trip) if also is not None else None
+        # The attempt's spans ride along: keeping the trace costs no round trip.
+        self.trace.queue_write(trip, self)
         replies = trip.execute()
+        self.trace.written()
         self.spend.settled()
         extra_reply = replies[extra] if extra is not None else None
         if self.runtime.store.recorded(replies[index]):

@@ -15,6 +15,7 @@ import redis
 from pydantic import BaseModel
 from redis.commands.core import Script
 
+from fleetline.shared import otel
 from fleetline.shared.breakers import FleetBreaker, RedisBreakers, breaker_name, breaker_redis
 from fleetline.shared.cache import ResultCache
 from fleetline.shared.celery_app import redis_target
@@ -141,6 +142,8 @@ def redis_identity(client: redis.Redis) -> str:
 
 
 def build_runtime(settings: FleetlineSettings) -> WorkerRuntime:
+    # This process's spans too (their tracer is built on first use, like the rest).
+    otel.init_tracing(settings.trace)
     client = make_redis(settings)
     return WorkerRuntime(
         settings=settings,

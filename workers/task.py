@@ -15,6 +15,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from fleetline.shared import otel
 from fleetline.shared.errors import ModelTimeout, PermanentStepError, RetryableStepError
 from fleetline.shared.fleet import Agent, Tool
 from fleetline.shared.outage import through_outage
@@ -31,6 +32,7 @@ from fleetline.workers.guards import Defer, WaitToRun
 from fleetline.workers.retry import retry_delay_s
 from fleetline.workers.run import Attempt, SubtaskRun
 from fleetline.workers.runtime import get_runtime
+from fleetline.workers.step_trace import StepTrace
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ def start_run(task: Task, payload: SubtaskPayload, worker: Agent | Tool) -> Subt
     """A run of this delivery, labelled with the worker and task that make it."""
     # Going back to the queue for a rate window is a Celery retry, but not an attempt.
     attempt = task.request.retries + 1 - payload.deferrals
-    return SubtaskRun(
+    run = SubtaskRun(
         payload=payload,
         worker=worker,
         runtime=get_runtime(),
@@ -51,6 +53,9 @@ def start_run(task: Task, payload: SubtaskPayload, worker: Agent | Tool) -> Subt
         task_name=task.name,
         task_id=task.request.id or "",
     )
+    # The job's trace came in the message's headers (kept by retries and redeliveries).
+    run.trace = StepTrace.start(run, otel.parent_from(task.request.headers))
+    return run
 
 
 def run_subtask(task: Task, raw: dict[str, Any], worker: Agent | Tool) -> dict[str, Any]:
@@ -73,6 +78,8 @@ def run_subtask(task: Task, raw: dict[str, Any], worker: Agent | Tool) -> dict[s
         # Not recorded yet: run again once Redis is back rather than lose it.
         log.warning("Redis unavailable for %s, retrying: %s", payload.subtask.id, exc)
         raise task.retry(countdown=1.0, max_retries=STORE_RETRIES) from exc
+    finally:
+        run.trace.close(run)
 
 
 def refuse(
