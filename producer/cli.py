@@ -38,6 +38,7 @@ from fleetline.producer.cli_local import (
 )
 from fleetline.producer.cli_ops import register as register_ops
 from fleetline.producer.cli_serve import register as register_serve
+from fleetline.producer.cli_trace import register as register_trace
 from fleetline.producer.submit import Producer, parse_spec
 from fleetline.producer.supervisor import worker_command
 from fleetline.shared.errors import ConfigError
@@ -297,7 +298,9 @@ def _finish(
     raise typer.Exit(exit_code(job.status))
 
 
-# killswitch, spend, schedule and dlq: the operator commands, listed after the job commands.
+# trace reads a job like status and audit; killswitch, spend, schedule and dlq are the
+# operator commands, listed after the job commands.
+register_trace(app)
 register_ops(app)
 register_serve(app)
 app.add_typer(breakers_app)
