@@ -67,11 +67,13 @@ def start_redis(
     timeout_s: float = 10.0,
     databases: int = 16,
     persist: bool = False,
+    fsync: str = "always",
 ) -> EmbeddedRedis:
     """Start a loopback-only redis-server and wait until it answers PING.
 
-    It keeps nothing on disk unless `persist` (an append-only file, synced on every write,
-    so that a restart loses nothing).
+    It keeps nothing on disk unless `persist`: an append-only file, synced on every write
+    (`fsync` "always", so that a restart loses nothing) or once a second ("everysec", as
+    production runs it: a crash may lose the last second).
     """
     port = port or free_port()
     path = Path(workdir).resolve()  # redis-server changes into --dir before opening its log
@@ -88,7 +90,7 @@ def start_redis(
             "--appendonly",
             "yes" if persist else "no",
             "--appendfsync",
-            "always",
+            fsync,
             "--databases",
             str(databases),
             "--dir",
