@@ -35,6 +35,7 @@ from fleetline.shared.schemas import JobResult, JobStatus
 from fleetline.shared.scripts import load_script
 from fleetline.shared.settings import FleetlineSettings
 from fleetline.shared.state import StateStore
+from fleetline.shared.trace_store import load_trace
 
 # How often a stream of events looks for newly recorded steps.
 EVENT_POLL_S = 0.2
@@ -107,16 +108,7 @@ def make_api(settings: FleetlineSettings, producer: Producer | None = None) -> F
         body = exc.detail if isinstance(exc.detail, dict) else {"error": str(exc.detail)}
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
-    body, components = http_docs.submit_body(settings)
-    openapi = api.openapi
-
-    def openapi_with_inputs() -> dict[str, Any]:
-        if api.openapi_schema is None:
-            schema = openapi()
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
-        return api.openapi_schema or {}
-
-    api.openapi = openapi_with_inputs  # type: ignore[method-assign]
+    body = http_docs.describe(api, settings)
 
     @api.post(
         "/v1/jobs",
@@ -200,6 +192,23 @@ def make_api(settings: FleetlineSettings, producer: Producer | None = None) -> F
         owned(job_id, who)
         stream = job_events(producer.store, job_id, EVENT_POLL_S)
         return StreamingResponse(stream, media_type="text/event-stream")
+
+    @api.get(
+        "/v1/jobs/{job_id}/trace",
+        operation_id="get_trace",
+        responses=http_docs.TRACE,
+        response_model=None,
+    )
+    def trace(job_id: str, who: Caller) -> JSONResponse:
+        owned(job_id, who)
+        try:
+            found = load_trace(producer.store.client, job_id)
+        except RedisError as exc:
+            raise HTTPException(503, {"error": "unavailable", "reason": str(exc)}) from exc
+        if found is None:
+            # Tracing off (FLEETLINE_TRACE_STORE=off), or the trace has expired.
+            raise HTTPException(404, {"error": "no_trace", "job_id": job_id})
+        return JSONResponse(found)
 
     @api.get("/v1/healthz")
     def healthz() -> dict[str, str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import FastAPI
 from pydantic import BaseModel
 
 from fleetline.shared.schemas import JobSpec
@@ -40,6 +41,7 @@ _READERS = {
     "get_job": "the job's status",
     "get_result": "the job's result (202 while it runs)",
     "job_events": "the job's progress, as server-sent events",
+    "get_trace": "the job's trace: its spans",
     "cancel_job": "cancel the job",
 }
 
@@ -70,10 +72,31 @@ READ: dict[int | str, dict[str, Any]] = {
     **_COMMON,
 }
 
+TRACE: dict[int | str, dict[str, Any]] = {
+    404: {"model": Refusal, "description": "No such job, or no trace kept of it (no_trace)"},
+    **_COMMON,
+}
+
 CANCEL: dict[int | str, dict[str, Any]] = {
     409: {"model": Refusal, "description": "The job had already ended"},
     **READ,
 }
+
+
+def describe(api: FastAPI, settings: FleetlineSettings) -> dict[str, Any]:
+    """The submit route's `openapi_extra` (its body), with the component schemas that body
+    refers to added to the api's /openapi.json."""
+    body, components = submit_body(settings)
+    openapi = api.openapi
+
+    def openapi_with_inputs() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            schema = openapi()
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
+        return api.openapi_schema or {}
+
+    api.openapi = openapi_with_inputs  # type: ignore[method-assign]
+    return body
 
 
 def submit_body(settings: FleetlineSettings) -> tuple[dict[str, Any], dict[str, Any]]:

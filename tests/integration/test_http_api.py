@@ -56,8 +56,14 @@ def test_a_job_submitted_over_http_runs_to_its_end_for_its_tenant_only(served: S
     assert result["status"] == "succeeded" and result["tenant"] == "acme"
     assert result["cost_usd"] > 0
     assert served.http.get(f"/v1/jobs/{job_id}", headers=acme).json()["status"] == "succeeded"
+    trace = served.http.get(f"/v1/jobs/{job_id}/trace", headers=acme)
+    assert trace.status_code == 200, trace.text
+    spans = trace.json()["spans"]
+    assert [s["name"] for s in spans if s["parent_id"] is None] == ["submit research_brief"]
+    charged = sum(s["attributes"].get("fleetline.cost_usd", 0) for s in spans)
+    assert charged == pytest.approx(result["cost_usd"], abs=1e-9), "the trace says where it went"
     # Another tenant's job does not exist for this key.
-    for path in (f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/result"):
+    for path in (f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/result", f"/v1/jobs/{job_id}/trace"):
         assert served.http.get(path, headers=other).status_code == 404
     assert served.http.get("/v1/jobs/nope", headers=acme).status_code == 404
     assert served.http.get("/v1/readyz").json() == {"status": "ready"}
