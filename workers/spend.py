@@ -28,6 +28,19 @@ if TYPE_CHECKING:
     from fleetline.workers.run import SubtaskRun
 
 
+# Past its step's hard time limit no call of it is still running (a thread's call is cut
+# at MAX_CALL_S): a hold left by a delivery that died goes back this long after it was
+# made, not at the ledger's 15-minute default. A settle that comes later (a restarted
+# worker replaying what its predecessor billed) still charges.
+HOLD_MARGIN_S = 15.0
+
+
+def hold_for(run: SubtaskRun) -> float:
+    """How long a call of this step holds its reservation."""
+    policy = run.runtime.settings.worker(run.payload.subtask.worker_type)
+    return max(policy.time_limit_s, policy.max_call_s) + HOLD_MARGIN_S
+
+
 @dataclass(frozen=True)
 class Bound:
     """The most one call may cost: its input bound plus all of its output tokens."""
@@ -101,6 +114,7 @@ class RunSpend:
                 bound.tokens,
                 scopes,
                 model=request.model,
+                hold_s=hold_for(self.run),
                 delivery=self.run.delivery,
                 rate=rate,
             )

@@ -19,7 +19,7 @@ from fleetline.shared.ledger import Reservation, parse_reserve
 from fleetline.shared.round_trip import RoundTrip
 from fleetline.shared.schemas import OutcomeStatus, SubtaskOutcome
 from fleetline.workers.guards.base import Check, Defer, Reroute
-from fleetline.workers.spend import bound_of, tiering_saving
+from fleetline.workers.spend import bound_of, hold_for, tiering_saving
 
 if TYPE_CHECKING:
     from fleetline.workers.run import SubtaskRun
@@ -38,6 +38,7 @@ class BudgetGuard:
             bound.tokens,
             run.budget_scopes(),
             model=run.model,
+            hold_s=hold_for(run),
             delivery=run.delivery,
             rate=run.runtime.settings.models[run.model].rate_limit(run.model),
         )
