@@ -39,11 +39,14 @@ from fleetline.producer.cli_local import (
 from fleetline.producer.cli_ops import register as register_ops
 from fleetline.producer.cli_serve import register as register_serve
 from fleetline.producer.cli_trace import register as register_trace
+from fleetline.producer.cli_trace import waterfall
 from fleetline.producer.submit import Producer, parse_spec
 from fleetline.producer.supervisor import worker_command
+from fleetline.producer.trace_view import view
 from fleetline.shared.errors import ConfigError
 from fleetline.shared.schemas import JobResult
 from fleetline.shared.settings import FleetlineSettings
+from fleetline.shared.trace_store import load_trace
 
 app = typer.Typer(
     name="fleetline",
@@ -270,6 +273,9 @@ def _demo_run(
         if job is not None:
             render.show_result(job)
             render.out.print(render.audit_table(producer.store.audit(job.job_id)))
+            found = load_trace(producer.store.client, job.job_id)
+            if found is not None:
+                render.out.print(waterfall(view(found), job))
         return job
 
 
