@@ -37,6 +37,12 @@ def job_trace(job_id: str) -> str:
     return f"{PREFIX}:job:{{{job_id}}}:trace"
 
 
+def attempt_charged(job_id: str, subtask_id: str, attempt: int) -> str:
+    """STRING: set once a retried attempt's charges were added to its job's cost (so the
+    closing trip run again after a lost reply adds nothing); TTL CLOSING_ONCE_TTL_S."""
+    return f"{PREFIX}:job:{{{job_id}}}:charged:{subtask_id}:{attempt}"
+
+
 def idempotency(tenant: str, key: str) -> str:
     """STRING: the job id an idempotency key already created."""
     return f"{PREFIX}:idem:{tenant}:{key}"

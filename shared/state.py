@@ -54,6 +54,7 @@ class StateStore:
         self._update = load_script(client, "update_job")
         self._finalize = load_script(client, "finalize_job")
         self._record = load_script(client, "record_outcome")
+        self._charge_attempt = load_script(client, "charge_attempt")
 
     def create_job(
         self,
@@ -149,6 +150,34 @@ class StateStore:
     def recorded(reply: Any) -> bool:
         """Whether a queued record wrote the outcome (False: a duplicate, or the job is gone)."""
         return int(reply[0]) == 1
+
+    def queue_charge_attempt(
+        self,
+        trip: RoundTrip,
+        job_id: str,
+        subtask_id: str,
+        attempt: int,
+        cost_usd: float,
+        actor: str,
+    ) -> int:
+        """Queue adding a retried attempt's charges to its job's cost (once, audited): the
+        attempt records no outcome, but its calls were charged in the ledger."""
+        return trip.script(
+            self._charge_attempt,
+            [
+                keys.job(job_id),
+                keys.job_audit(job_id),
+                keys.attempt_charged(job_id, subtask_id, attempt),
+            ],
+            [
+                repr(cost_usd),
+                subtask_id,
+                attempt,
+                actor,
+                repr(time.time()),
+                keys.CLOSING_ONCE_TTL_S,
+            ],
+        )
 
     def finalize(
         self,

@@ -9,8 +9,10 @@ import pytest
 import redis
 
 from fleetline.producer.submit import Producer
+from fleetline.shared import keys
 from fleetline.shared.errors import ConcurrencyError, SpecError
 from fleetline.shared.redis_client import make_redis
+from fleetline.shared.round_trip import RoundTrip
 from fleetline.shared.settings import load_settings
 from fleetline.shared.state import StateStore
 
@@ -85,3 +87,27 @@ def test_stale_version_update_raises_and_audit_has_one_entry_per_update(
     audit = store.audit("j1")
     assert [(e.actor, e.version) for e in audit] == [("producer", 1), ("alice", 2), ("carol", 3)]
     assert v3 == 3
+
+
+def test_a_retried_attempts_charge_is_added_to_its_job_once(
+    producer: Producer, redis_client: redis.Redis
+) -> None:
+    job_id = producer.submit(VALID).job_id
+    store = producer.store
+
+    def charge(job: str, attempt: int) -> int:
+        trip = RoundTrip(redis_client)
+        index = store.queue_charge_attempt(trip, job, "extract-d0", attempt, 0.25, "w1")
+        return int(trip.execute()[index])
+
+    assert charge(job_id, 1) == 1
+    assert charge(job_id, 1) == 0, "the same attempt's closing trip run again adds nothing"
+    assert charge(job_id, 2) == 1
+    assert store.get(job_id).cost_usd == pytest.approx(0.5)
+    charged = [e for e in store.audit(job_id) if e.action == "attempt_charged"]
+    assert [(e.fields["subtask"], e.fields["attempt"]) for e in charged] == [
+        ("extract-d0", "1"),
+        ("extract-d0", "2"),
+    ]
+    assert charge("no-such-job", 1) == 0
+    assert not redis_client.exists(keys.job("no-such-job")), "a gone job is not made again"

@@ -69,6 +69,16 @@ class BudgetGuard:
                 ledger.queue_settle(trip, call_id, billed.cost_usd, tokens, saved_tiering_usd=saved)
             else:
                 ledger.queue_release(trip, call_id)
+        if outcome is None:
+            # Closing for a retry: this attempt records no outcome, so what its calls cost
+            # goes on the job's cost now (the next attempt's outcome carries only its own).
+            spent = sum(b.cost_usd for c, b in run.spend.billed.items() if c in run.spend.held)
+            if spent > 0:
+                p = run.payload
+                store = run.runtime.store
+                store.queue_charge_attempt(
+                    trip, p.job_id, p.subtask.id, run.attempt.number, spent, run.actor
+                )
 
 
 def _refused(run: SubtaskRun, reservation: Reservation) -> Reroute | Defer:
