@@ -41,11 +41,19 @@ def fleet_env(
     return env
 
 
+# What a production fleet records besides its work: each job's trace in Redis (the
+# default) and Prometheus metrics (a multiprocess folder, as `fleetline up` and
+# `fleetline worker` give their processes). The dark side records neither.
+DARK_ENV = {"FLEETLINE_TRACE_STORE": "off", "FLEETLINE_METRICS_ENABLED": "false"}
+
+
 @dataclass
 class NoopStack:
-    """The three sides of the no-op scenarios, started together."""
+    """The sides of the no-op scenarios, started together: Fleetline as run in production,
+    Fleetline with tracing and metrics off (`dark`), bare Celery and Dramatiq."""
 
     fleetline: FleetlineSide
+    dark: FleetlineSide
     bare: BareCelerySide
     dramatiq: DramatiqSide
     shape: Shape
@@ -53,8 +61,22 @@ class NoopStack:
     @classmethod
     def start(cls, bench: Bench, sizes: Sizes) -> NoopStack:
         conc = sizes.noop_concurrency
+        metrics_dir = bench.workdir / "metrics"
+        metrics_dir.mkdir(parents=True, exist_ok=True)
         fleetline = FleetlineSide(
-            bench, "fleetline", env=fleet_env(sizes, pool="threads", concurrency=conc)
+            bench,
+            "fleetline",
+            env=fleet_env(
+                sizes,
+                pool="threads",
+                concurrency=conc,
+                PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+            ),
+        )
+        dark = FleetlineSide(
+            bench,
+            "fleetline_dark",
+            env={**fleet_env(sizes, pool="threads", concurrency=conc), **DARK_ENV},
         )
         bare = BareCelerySide(
             bench, "bare_celery", pool="threads", concurrency=conc, result_expires_s=sizes.ttl_s
@@ -66,7 +88,7 @@ class NoopStack:
             processes=len(worker_types()),
             threads=conc,
         )
-        sides = [fleetline, bare, dramatiq]
+        sides = [fleetline, dark, bare, dramatiq]
         start_all(sides)
         try:
             assert fleetline.settings is not None
@@ -74,10 +96,10 @@ class NoopStack:
         except BaseException:
             stop_all(sides)
             raise
-        return cls(fleetline, bare, dramatiq, shape)
+        return cls(fleetline, dark, bare, dramatiq, shape)
 
     def stop(self) -> None:
-        stop_all([self.fleetline, self.bare, self.dramatiq])
+        stop_all([self.fleetline, self.dark, self.bare, self.dramatiq])
 
 
 @dataclass

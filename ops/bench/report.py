@@ -91,6 +91,26 @@ def _met(value: bool | None) -> str:
     return {True: "yes", False: "**no**", None: "n/a"}[value]
 
 
+def _observability_row(name: str, s: dict[str, Any]) -> str | None:
+    """The same scenario with tracing and metrics off, against it with them on."""
+    off, cost = s.get("tracing_and_metrics_off"), s.get("observability_cost")
+    if not off or not cost:
+        return None
+    if name == "throughput":
+        on_off, cpu = cost["jobs_per_s_on_over_off"], cost["worker_cpu_ms_per_job_added"]
+        return (
+            f"| throughput, tracing + metrics off | {off['jobs_per_s']} jobs/s "
+            f"| Fleetline with them on | on/off {on_off:.2f}x (+{cpu} ms worker CPU per job) "
+            "| none: their cost | n/a |"
+        )
+    p50, p99 = off["p50_ms"], off["p99_ms"]
+    return (
+        f"| latency, tracing + metrics off | p50 {p50:.1f} ms, p99 {p99:.1f} ms "
+        f"| Fleetline with them on | on adds p50 {cost['p50_ms_added']:+.1f} ms, "
+        f"p99 {cost['p99_ms_added']:+.1f} ms | none: their cost | n/a |"
+    )
+
+
 def markdown(results: dict[str, Any]) -> str:
     env = results["environment"]
     v = env["versions"]
@@ -125,6 +145,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {name} | {h['fleetline']} | {h['baseline']} | {h['ratio']} | {s['target']} "
             f"| {_met(s['target_met'])}{mark} |"
         )
+        if (row := _observability_row(name, s)) is not None:
+            lines.append(row)
     lines += [
         "",
         "† some samples ran while other processes took more than "

@@ -43,10 +43,16 @@ def _pairwise(a: list[Sample], b: list[Sample], key: str) -> float:
     return median([ratio(x[key], y[key]) for x, y in zip(a, b, strict=False)])
 
 
+def _added(on: dict[str, Any], off: dict[str, Any], key: str) -> float | None:
+    if on.get(key) is None or off.get(key) is None:
+        return None
+    return round(float(on[key]) - float(off[key]), 3)
+
+
 def throughput(ctx: Context) -> dict[str, Any]:
     stack, sizes = ctx.noop(), ctx.sizes
     shape = stack.shape
-    sides: list[Any] = [stack.fleetline, stack.bare]
+    sides: list[Any] = [stack.fleetline, stack.dark, stack.bare]
     with_peer = "peer_dramatiq" in ctx.shared.get("selected", ())
     if with_peer:
         sides.append(stack.dramatiq)
@@ -61,10 +67,17 @@ def throughput(ctx: Context) -> dict[str, Any]:
         ctx.shared["peer_samples"] = samples
     fl, bare = samples["fleetline"], samples["bare_celery"]
     f_sum, b_sum = _burst_summary(fl), _burst_summary(bare)
+    d_sum = _burst_summary(samples["fleetline_dark"])
     r = ratio(f_sum["jobs_per_s"] or 0, b_sum["jobs_per_s"] or 0)
     return result(
         fleetline=f_sum,
         baseline=b_sum,
+        tracing_and_metrics_off=d_sum,
+        observability_cost={
+            "jobs_per_s_on_over_off": ratio(f_sum["jobs_per_s"] or 0, d_sum["jobs_per_s"] or 0),
+            "pairwise_median": _pairwise(fl, samples["fleetline_dark"], "jobs_per_s"),
+            "worker_cpu_ms_per_job_added": _added(f_sum, d_sum, "worker_cpu_ms_per_job"),
+        },
         ratio={"jobs_per_s": r, "pairwise_median": _pairwise(fl, bare, "jobs_per_s")},
         target=">= 0.9x bare Celery jobs/s with every guard on",
         target_met=r >= 0.9,
@@ -149,13 +162,14 @@ def _pooled(samples: list[Sample], key: str = "latencies_ms") -> dict[str, float
 def latency(ctx: Context) -> dict[str, Any]:
     stack, sizes = ctx.noop(), ctx.sizes
     samples = alternate(
-        [stack.fleetline, stack.bare],
+        [stack.fleetline, stack.dark, stack.bare],
         sizes.reps,
         lambda side, _: _latency_run(side, stack.shape, sizes.latency_jobs),
         warmup=lambda side: _latency_run(side, stack.shape, 10),
         retries=sizes.noisy_retries,
     )
     f = _pooled(samples["fleetline"])
+    d = _pooled(samples["fleetline_dark"])
     b = _pooled(samples["bare_celery"])
     f["observed_p50_ms"] = _pooled(samples["fleetline"], "observed_ms")["p50_ms"]
     b["observed_p50_ms"] = _pooled(samples["bare_celery"], "observed_ms")["p50_ms"]
@@ -180,6 +194,11 @@ def latency(ctx: Context) -> dict[str, Any]:
             "`observed_*` is when the caller's 0.5 ms poll saw it. One job at a time.",
         ],
         target_detail={"p50_ok": p50_ok, "p99_ok": p99_ok},
+        tracing_and_metrics_off=d,
+        observability_cost={
+            "p50_ms_added": round(f["p50_ms"] - d["p50_ms"], 3),
+            "p99_ms_added": round(f["p99_ms"] - d["p99_ms"], 3),
+        },
     )
 
 
