@@ -4,7 +4,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test lint bench clean
+.PHONY: help venv demo test lint bench chaos clean
 
 help:
 	@echo "make venv   create .venv and install Fleetline with its dev and bench extras"
@@ -12,6 +12,7 @@ help:
 	@echo "make test   run the test suite"
 	@echo "make lint   ruff check, ruff format --check, mypy"
 	@echo "make bench  run the benchmarks (QUICK=1 for a short run)"
+	@echo "make chaos  faults against a live fleet, every job and cent counted (QUICK=1: < 10 min)"
 	@echo "make clean  remove caches and .fleetline/ (keeps .venv)"
 
 venv: $(STAMP)
@@ -49,6 +50,9 @@ lint: venv
 bench: venv
 	$(BIN)/python -m ops.bench $(if $(QUICK),--quick,)
 	$(BIN)/python -m ops.bench.savings $(if $(QUICK),--jobs 4,)
+
+chaos: venv
+	$(BIN)/python -m ops.chaos $(if $(QUICK),--quick,)
 
 clean:
 	rm -rf .fleetline .mypy_cache .ruff_cache .pytest_cache build dist

@@ -1,0 +1,121 @@
+"""The link to Redis cut and made lossy, and a backlog queued while the agents are down."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+
+import psutil  # type: ignore[import-untyped, unused-ignore]  # no types-psutil in the venv
+import redis
+
+from fleetline.shared import keys
+from ops.chaos.checks import Account, account
+from ops.chaos.harness import JobStream, Submitted, research_spec
+from ops.chaos.proxy import Proxy
+from ops.chaos.run import Run
+
+# Workers must consume again within this long of the heal.
+RESUME_WITHIN_S = 30.0
+
+
+def partition(run: Run) -> Account:
+    """The fleet (workers, beat and producer) reaches Redis through a proxy that is cut
+    for a while, then made to lose packets: submits fail fast, nothing is lost."""
+    proxy = Proxy(run.server.port).start()
+    try:
+        fleet = run.fleet("partition", via_port=proxy.port)
+        timeout = fleet.settings.redis.submit_timeout_s
+        stream = JobStream(fleet.producer).start(run.rate, run.fault_s * 2.5)
+        time.sleep(run.fault_s / 4)
+        proxy.partition()
+        time.sleep(run.fault_s)
+        proxy.heal()
+        healed = time.time()
+        time.sleep(run.fault_s / 4)
+        proxy.loss = 0.2
+        time.sleep(run.fault_s / 2)
+        proxy.heal()
+        stream.join()
+        out = account(
+            fleet, run.client(fleet), stream.jobs, healed_at=healed, refused=stream.refused
+        )
+    finally:
+        proxy.close()
+    hung = stream.slowest_submit_s > timeout + 2
+    slow = out.recovery_s is None or out.recovery_s > RESUME_WITHIN_S
+    out.passed = out.passed and not hung and not slow
+    out.notes.append(
+        f"slowest submit {stream.slowest_submit_s:.2f} s (timeout {timeout:g} s); "
+        f"{stream.refused} submits refused during the cut; "
+        f"resumed {out.recovery_s} s after the heal"
+    )
+    return out
+
+
+def backlog(run: Run) -> Account:
+    """Jobs queued while the agents' workers are down (synthesis and beat up), then
+    drained: Redis memory per queued job, RSS flat, every job terminal, keys back to their
+    baseline once the TTLs pass."""
+    ttl = {"FLEETLINE_LIMITS_FINISHED_TTL_S": "60", "FLEETLINE_CELERY_RESULT_EXPIRES_S": "60"}
+    up = run.fleet("backlog", worker_types=["synthesis"], **ttl)
+    client = run.client(up)
+    baseline_keys = client.dbsize()
+    memory_before = int(client.info("memory")["used_memory"])
+    me = psutil.Process(os.getpid())
+    rss_before = me.memory_info().rss
+    count = run.scaled(20_000, 2_000)
+    jobs = []
+    for n in range(count):
+        spec = research_spec(n, deadline_s=1_200, latency_profile="batch")
+        receipt = up.producer.submit(spec)
+        jobs.append(Submitted(receipt.job_id, time.time(), time.time() + 1_200))
+    per_job = (int(client.info("memory")["used_memory"]) - memory_before) / count
+    agents = [n for n in up.settings.fleet.worker_types if n != "synthesis"]
+    drain = run.fleet_on(up.db, "backlog_agents", worker_types=agents, with_beat=False, **ttl)
+    rss: list[int] = []
+    deadline = time.monotonic() + 1_500
+    while time.monotonic() < deadline and _unfinished(client, jobs):
+        rss.append(sum(_rss(p) for p in drain.worker_pids().values()))
+        time.sleep(2)
+    out = account(up, client, jobs)
+    producer_growth = me.memory_info().rss - rss_before
+    time.sleep(70)  # the finished jobs' TTL, and then some
+    left = client.dbsize() - baseline_keys
+    families = Counter(_family(k) for k in client.scan_iter(count=1000))
+    flat = not rss or max(rss[len(rss) // 2 :]) <= 1.3 * max(rss[: max(1, len(rss) // 2)]) + 50e6
+    out.passed = out.passed and flat and left <= 50
+    out.notes.append(
+        f"{count} jobs queued: {per_job:.0f} bytes of Redis memory per queued job; "
+        f"worker RSS first/last {_mb(rss[0] if rss else 0)}/{_mb(rss[-1] if rss else 0)} MB; "
+        f"producer grew {_mb(producer_growth)} MB; keys over baseline after the TTLs: {left} "
+        f"({dict(families.most_common(6))})"
+    )
+    return out
+
+
+def _unfinished(client: redis.Redis, jobs: list[Submitted]) -> bool:
+    """Whether the last jobs queued are still unfinished (they drain last)."""
+    pipe = client.pipeline(transaction=False)
+    for job in jobs[-50:]:
+        pipe.hget(keys.job(job.job_id), "finished_at")
+    return not all(pipe.execute())
+
+
+def _rss(pid: int) -> int:
+    try:
+        process = psutil.Process(pid)
+        return int(process.memory_info().rss) + sum(
+            int(c.memory_info().rss) for c in process.children(recursive=True)
+        )
+    except psutil.Error:
+        return 0
+
+
+def _family(key: bytes) -> str:
+    text = key.decode(errors="replace")
+    return ":".join(part for part in text.split(":")[:3] if "{" not in part) or text[:20]
+
+
+def _mb(value: float) -> str:
+    return f"{value / 1e6:.0f}"
