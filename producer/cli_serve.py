@@ -68,13 +68,15 @@ def serve(
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8077,
     app_ref: AppOption = None,
 ) -> None:
-    """Serve the HTTP API (jobs from other services, authenticated by API keys)."""
+    """Serve the HTTP API (jobs from other services, authenticated by API keys); its
+    metrics on FLEETLINE_METRICS_HOST:FLEETLINE_METRICS_PORT, never on --port."""
     import uvicorn
 
+    from fleetline.producer.cli_metrics import serve_own_metrics
     from fleetline.producer.http_api import make_api
 
     with exit_codes():
-        api = make_api(cli_settings(app_ref))
+        api = make_api(serve_own_metrics(cli_settings(app_ref), port))
     uvicorn.run(api, host=host, port=port, log_level="info", access_log=False)
 
 

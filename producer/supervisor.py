@@ -131,7 +131,7 @@ class Supervisor:
         try:
             self.processes[name] = subprocess.Popen(
                 self._commands[name],
-                env=self._env,
+                env=self._env if name != "flower" else _without_metrics(self._env),
                 stdout=out,
                 stderr=subprocess.STDOUT if out else None,
                 # Its own session: a terminal's Ctrl-C reaches the CLI, which stops the
@@ -190,6 +190,11 @@ class Supervisor:
             workers = {k: p for k, p in self.processes.items() if k != "beat"}
             for group in (beat, workers):
                 _terminate(list(group.values()), timeout_s)
+
+
+def _without_metrics(env: Mapping[str, str]) -> dict[str, str]:
+    # Flower's own metrics (it serves them at its /metrics) stay out of the fleet's registry.
+    return {k: v for k, v in env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
 
 
 def _terminate(processes: list[subprocess.Popen[bytes]], timeout_s: float) -> None:

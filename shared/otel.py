@@ -11,8 +11,9 @@ Each process builds its tracer on first use (a forked child builds its own), nev
 import: a SpanBuffer when FLEETLINE_TRACE_STORE=redis (the spans kept with the job, see
 trace_store), an OTLP/HTTP exporter behind a BatchSpanProcessor when
 OTEL_EXPORTER_OTLP_ENDPOINT is set. With neither, the SDK is not even imported and every
-span is OpenTelemetry's no-op. Fleetline keeps a provider of its own: it never replaces
-the process's global one.
+span is OpenTelemetry's no-op, unless the process records metrics: those are counted from
+its spans (`count_spans`, shared/metrics_spans.py). Fleetline keeps a provider of its own:
+it never replaces the process's global one.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import atexit
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +98,9 @@ class _State:
     key: str = ""
     current: _Tracing | None = None
     exit_hook: bool = False
+    # Set in a process that records metrics (shared/metrics.py): applied to each provider
+    # built here, which is then built even with the trace store off and no exporter.
+    counting: Callable[[TracerProvider], None] | None = None
 
 
 _lock = threading.Lock()
@@ -106,13 +110,26 @@ _state = _State()
 def init_tracing(settings: TraceSettings) -> None:
     """Trace this process's spans as `settings` say (built on first use, per process)."""
     with _lock:
-        _state.settings, _state.key = settings, settings.model_dump_json()
+        _state.settings, _state.key = settings, _key(settings)
+
+
+def count_spans(install: Callable[[TracerProvider], None]) -> None:
+    """Apply `install` to this process's provider (built anew for it), and record spans
+    even when the settings trace nothing: metrics are counted from them."""
+    with _lock:
+        _state.counting = install
+        if _state.settings is not None:
+            _state.key = _key(_state.settings)
+
+
+def _key(settings: TraceSettings) -> str:
+    return settings.model_dump_json() + ("+metrics" if _state.counting is not None else "")
 
 
 def enabled() -> bool:
     """Whether this process records spans at all (cheap: no SDK is touched)."""
     settings = _state.settings
-    return settings is not None and settings.enabled
+    return settings is not None and (settings.enabled or _state.counting is not None)
 
 
 def tracer() -> Tracer:
@@ -153,7 +170,7 @@ def _build(settings: TraceSettings | None, key: str) -> _Tracing:
     from opentelemetry import trace
 
     pid = os.getpid()
-    if settings is None or not settings.enabled:
+    if settings is None or not (settings.enabled or _state.counting is not None):
         return _Tracing(pid, key, trace.NoOpTracer())
     # Imported here: a process with tracing off never pays for the SDK.
     from opentelemetry.sdk.resources import Resource
@@ -182,6 +199,8 @@ def _build(settings: TraceSettings | None, key: str) -> _Tracing:
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    if _state.counting is not None:
+        _state.counting(provider)
     return _Tracing(pid, key, provider.get_tracer("fleetline"), provider, buffer)
 
 

@@ -28,6 +28,7 @@ from fleetline.shared.errors import ConfigError
 from fleetline.shared.fleet.loading import load_fleet
 from fleetline.shared.killswitch import KillSwitchSettings
 from fleetline.shared.ledger import SpendSettings
+from fleetline.shared.metrics_settings import MetricsSettings
 from fleetline.shared.policy import WorkerPolicy
 from fleetline.shared.rate_limits import RateLimit
 from fleetline.shared.scheduled import ScheduleSettings
@@ -339,6 +340,7 @@ class FleetlineSettings(BaseSettings):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
     trace: TraceSettings = Field(default_factory=TraceSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     killswitch: KillSwitchSettings = Field(default_factory=KillSwitchSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
@@ -517,6 +519,7 @@ _GROUPS: tuple[type[BaseSettings], ...] = (
     SimSettings,
     LimitsSettings,
     TraceSettings,
+    MetricsSettings,
 )
 
 

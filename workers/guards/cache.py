@@ -10,6 +10,7 @@ import hashlib
 import time
 from typing import TYPE_CHECKING, Any
 
+from fleetline.shared import metrics
 from fleetline.shared.cache import Hit, Lease, cache_key, parse_lookup
 from fleetline.shared.round_trip import RoundTrip
 from fleetline.shared.schemas import OutcomeStatus, SubtaskOutcome
@@ -74,6 +75,7 @@ class CacheGuard:
             run.runtime.ledger.queue_record_saving(
                 trip, "cache", self.hit.cost_usd, scopes, model=run.model, once=run.delivery
             )
+            metrics.cache_saved(self.hit.cost_usd)
         elif outcome is not None and outcome.status is OutcomeStatus.OK and outcome.output:
             ttl = run.runtime.settings.worker(run.payload.subtask.worker_type).cache_ttl_s
             cache.queue_store(
