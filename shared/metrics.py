@@ -127,7 +127,7 @@ _state = _State()
 
 def init_metrics(settings: MetricsSettings) -> bool:
     """Record this process's metrics into PROMETHEUS_MULTIPROC_DIR, when metrics are on and
-    it is set; True if this process records. Call it before the process's first span."""
+    it is set; True if this process records. Once is enough: a forked child inherits it."""
     if not settings.enabled or not settings.multiproc_dir:
         return False
     with _lock:
