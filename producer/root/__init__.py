@@ -32,7 +32,20 @@ from fleetline.shared.errors import (
     StoreUnavailable,
     WaitTimeout,
 )
-from fleetline.shared.fleet import Agent, JobKind, Plan, PlanError, Step, Tool, fan_out
+from fleetline.shared.fleet import (
+    Agent,
+    JobKind,
+    Plan,
+    PlanError,
+    Stage,
+    Step,
+    Tool,
+    debate,
+    fan_out,
+    lexical_agree,
+    pipeline,
+    stage,
+)
 from fleetline.shared.schemas import JobResult, JobSpec, JobStatus, OutcomeStatus, SubtaskOutcome
 from fleetline.shared.webhooks import (
     SIGNATURE_HEADER,
@@ -64,12 +77,17 @@ __all__ = [
     "PlanError",
     "RetryableToolError",
     "SpecError",
+    "Stage",
     "Step",
     "StoreUnavailable",
     "SubtaskOutcome",
     "Tool",
     "WaitTimeout",
+    "debate",
     "fan_out",
+    "lexical_agree",
+    "pipeline",
     "sign_webhook",
+    "stage",
     "verify_webhook",
 ]

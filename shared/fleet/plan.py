@@ -1,8 +1,17 @@
 """Plans: what a job kind's decomposer returns, built from the steps of agents and tools.
 
 A decomposer is deterministic orchestration code: it makes steps and puts them in a plan
-shape, and never calls a model, a tool or Redis. `fan_out` is the orchestrator-worker
-shape (a Celery chord): its steps run in parallel, then one step reads their outcomes.
+shape, and never calls a model, a tool or Redis. Three shapes:
+
+- `fan_out` (orchestrator-worker, a Celery chord): its steps run in parallel, then one
+  step reads their outcomes.
+- `pipeline` (`shared.fleet.pipeline`): stages run in order, each on the checkpointed
+  output of the one before.
+- `debate` (`shared.fleet.debate`): agents answer in rounds until they agree, then a
+  judge reads the history.
+
+Workers plan a job again from its stored spec when they need its shape (a stage's input
+model, a debate's `agree`): the same input gives the same plan.
 """
 
 from __future__ import annotations
@@ -11,7 +20,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
+    from fleetline.shared.fleet.debate import DebateRules
     from fleetline.shared.fleet.declarations import Agent, Tool
+    from fleetline.shared.fleet.pipeline import Stage
+
+Shape = Literal["fan_out", "pipeline", "debate"]
 
 
 class PlanError(ValueError):
@@ -38,24 +51,39 @@ class Step:
 
 @dataclass(frozen=True)
 class Plan:
-    """The steps of a job in a shape the fleet knows how to run."""
+    """The steps of a job in a shape the fleet knows how to run.
+
+    `stages` (a pipeline's, one per step) and `rules` (a debate's) say how the shape runs;
+    `pipeline()` and `debate()` fill them.
+    """
 
     steps: tuple[Step, ...]
     then: Step | None = None
-    shape: Literal["fan_out"] = "fan_out"
+    shape: Shape = "fan_out"
+    stages: tuple[Stage, ...] = ()
+    rules: DebateRules | None = None
 
     def __post_init__(self) -> None:
         # A plan built by hand gets the checks fan_out makes: ids become Celery task ids.
         if not self.steps:
             raise PlanError(f"a {self.shape} needs at least one step")
-        if self.shape == "fan_out" and self.then is None:
-            raise PlanError("a fan_out needs a then-step")
+        if self.shape in ("fan_out", "debate") and self.then is None:
+            raise PlanError(f"a {self.shape} needs a then-step")
+        if self.shape == "pipeline" and (
+            self.then is not None or len(self.stages) != len(self.steps)
+        ):
+            raise PlanError("a pipeline is its stages, one per step, with no then-step")
+        if self.shape == "debate" and self.rules is None:
+            raise PlanError("a debate needs its rules (build it with debate())")
         seen: set[str] = set()
         for step in self.all_steps():
             if not isinstance(step, Step):
                 raise PlanError(f"a plan holds steps (agent.step(...)), not {type(step).__name__}")
             if step.id in seen:
                 raise PlanError(f"step id {step.id!r} appears more than once")
+            if self.shape != "fan_out" and ":" in step.id:
+                # Runs and rounds get `<id>:r<n>`: an id with a colon could collide with one.
+                raise PlanError(f"step id {step.id!r}: a {self.shape}'s step ids hold no ':'")
             seen.add(step.id)
 
     def all_steps(self) -> list[Step]:
