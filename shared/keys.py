@@ -37,6 +37,27 @@ def job_trace(job_id: str) -> str:
     return f"{PREFIX}:job:{{{job_id}}}:trace"
 
 
+# A pipeline's checkpoints and a debate's rounds must outlive their job record, which
+# finalising gives the finished-job TTL after their last write (at most a deadline later):
+# each write sets theirs to that TTL plus this much.
+PATTERN_KEEP_EXTRA_S = 86_400
+
+
+def job_checkpoints(job_id: str) -> str:
+    """HASH: a pipeline's checkpoints: the step id of a stage in a run -> the output it
+    checkpointed (JSON); a resume reads the one before the stage it starts from. TTL:
+    finished-job TTL plus PATTERN_KEEP_EXTRA_S from each write (a resume only lengthens
+    it)."""
+    return f"{PREFIX}:job:{{{job_id}}}:checkpoints"
+
+
+def job_rounds(job_id: str) -> str:
+    """HASH: a debate's turns: `r<round>:<agent index>` -> 1 answered / 0 did not, and per
+    round `:done`, `:ok` (counts), `:in` (who answered before it closed), `:closed`,
+    `:closer` (the turn that closed it). TTL as job_checkpoints."""
+    return f"{PREFIX}:job:{{{job_id}}}:rounds"
+
+
 def attempt_charged(job_id: str, subtask_id: str, attempt: int) -> str:
     """STRING: set once a retried attempt's charges were added to its job's cost (so the
     closing trip run again after a lost reply adds nothing); TTL CLOSING_ONCE_TTL_S."""
