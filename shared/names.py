@@ -17,6 +17,11 @@ NAME_RE = re.compile(NAME_PATTERN)
 # The chord body of a fan-out: sent to the queue of the plan's `then` step, whose worker
 # runs that step on the usable outcomes and finalises the job.
 TASK_FAN_IN = "fleetline.fan_in"
+# A pipeline's stage and a debate's turns and judge: each runs on the queue of its agent or
+# tool (the message says which), closes its step and sends what comes next.
+TASK_PIPELINE_STAGE = "fleetline.pipeline_stage"
+TASK_DEBATE_TURN = "fleetline.debate_turn"
+TASK_DEBATE_JUDGE = "fleetline.debate_judge"
 TASK_REAP_DEADLINES = "fleetline.reap_deadlines"
 TASK_KILLSWITCH_CHECK = "fleetline.killswitch_check"
 TASK_SCHEDULED_RUN = "fleetline.scheduled_run"

@@ -20,11 +20,13 @@ from fleetline.shared.breakers import FleetBreaker, RedisBreakers, breaker_name,
 from fleetline.shared.cache import ResultCache
 from fleetline.shared.celery_app import redis_target
 from fleetline.shared.deadletters import DeadLetterStore
+from fleetline.shared.debate_state import DebateStore
 from fleetline.shared.errors import PermanentToolError
 from fleetline.shared.killswitch import KillSwitches
 from fleetline.shared.ledger import Ledger
 from fleetline.shared.models.base import ModelClient
 from fleetline.shared.models.factory import build_client
+from fleetline.shared.pipeline_state import PipelineStore
 from fleetline.shared.redis_client import make_redis
 from fleetline.shared.scripts import load_script
 from fleetline.shared.settings import FleetlineSettings, get_settings
@@ -69,6 +71,14 @@ class WorkerRuntime:
     @cached_property
     def breakers(self) -> RedisBreakers:
         return RedisBreakers(self.redis, self.settings.breaker)
+
+    @cached_property
+    def pipelines(self) -> PipelineStore:
+        return PipelineStore(self.redis, self.settings.limits.finished_ttl_s)
+
+    @cached_property
+    def debates(self) -> DebateStore:
+        return DebateStore(self.redis, self.settings.limits.finished_ttl_s)
 
     @cached_property
     def dead_letters(self) -> DeadLetterStore:
