@@ -30,6 +30,7 @@ from fleetline.shared.errors import (
     FleetlineError,
     JobNotFound,
     KillSwitchTripped,
+    NotResumable,
     SpecError,
     StoreUnavailable,
 )
@@ -101,7 +102,7 @@ def exit_codes() -> Iterator[None]:
     except (SpecError, ConfigError) as exc:
         error(str(exc))
         raise typer.Exit(Exit.BAD_INPUT) from None
-    except JobNotFound as exc:
+    except (JobNotFound, NotResumable) as exc:
         error(str(exc))
         raise typer.Exit(Exit.BAD_INPUT) from None
     except KillSwitchTripped as exc:

@@ -154,9 +154,14 @@ def fit_width() -> None:
 
 def show_result(job: JobResult) -> None:
     """The whole result: summary, answer, per-step table and totals."""
+    from fleetline.producer.cli_render_patterns import pattern_tables
+
     fit_width()
     out.print(summary(job))
     out.print(answer(job))
+    # A pipeline's stages or a debate's rounds.
+    for part in pattern_tables(job):
+        out.print(part)
     out.print(subtask_table(job.subtasks))
     out.print(
         Text.assemble(

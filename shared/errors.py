@@ -8,6 +8,7 @@
     ├── JobNotFound                 no job record with that id
     ├── WaitTimeout                 a job was still running when a wait gave up
     ├── ConcurrencyError            a compare-and-set lost to another writer
+    ├── NotResumable                a pipeline job that cannot run again (the reason)
     ├── StoreUnavailable            Redis did not answer in time
     └── StepError                   a step's call failed: a model's or a tool's
         ├── RetryableStepError      worth another attempt
@@ -62,6 +63,10 @@ class KillSwitchTripped(AdmissionError):
     def __init__(self, message: str, resets_at: float | None = None) -> None:
         super().__init__(message)
         self.resets_at = resets_at
+
+
+class NotResumable(FleetlineError):
+    """The job cannot be resumed."""
 
 
 class IdempotencyConflict(SpecError):

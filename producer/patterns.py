@@ -1,0 +1,81 @@
+"""Submitting a pipeline or a debate: the edge checks, the record's fields, the first step.
+
+A fan-out is sent whole as one chord; a pipeline sends its first stage, a debate its first
+round, and the workers send the rest as each stage or round closes.
+"""
+
+from __future__ import annotations
+
+import json
+
+from celery import Celery
+
+from fleetline.shared.debate_budget import round_bound
+from fleetline.shared.debate_state import first_pattern
+from fleetline.shared.errors import SpecError
+from fleetline.shared.fleet import Plan
+from fleetline.shared.fleet.debate import round_step_id
+from fleetline.shared.pattern_messages import StageMessage, TurnMessage, send_stage, send_turn
+from fleetline.shared.pipeline_state import first_table, table_json
+from fleetline.shared.schemas import JobSpec
+from fleetline.shared.settings import FleetlineSettings
+
+
+def check(plan: Plan, spec: JobSpec, settings: FleetlineSettings) -> None:
+    """Refuse what the plan's shape cannot run: a debate whose first round and judge may
+    cost more than the job's budget (its first round is reserved before it runs)."""
+    if plan.shape != "debate":
+        return
+    usd, tokens = round_bound(settings, plan, [])
+    if usd > spec.budget_usd:
+        raise SpecError(
+            [("budget_usd", f"a round of this debate and its judge may cost up to ${usd:.6f}")]
+        )
+    if tokens > spec.max_tokens:
+        raise SpecError(
+            [("max_tokens", f"a round of this debate and its judge may take {tokens} tokens")]
+        )
+
+
+def record_fields(plan: Plan) -> dict[str, str]:
+    """The job record's fields of the plan's shape (none for a fan-out)."""
+    if plan.shape == "pipeline":
+        table = first_table(plan)
+        pattern = {"run": 1, "from": table[0].name, "model": None, "runs": []}
+        return {"run": "1", "stages": table_json(table), "pattern": json.dumps(pattern)}
+    if plan.shape == "debate":
+        return {
+            "round": "1",
+            "pattern": json.dumps(first_pattern()),
+            "subtask_ids": json.dumps([round_step_id(s.id, 1) for s in plan.steps]),
+        }
+    return {}
+
+
+def send_first(
+    app: Celery,
+    settings: FleetlineSettings,
+    job_id: str,
+    spec: JobSpec,
+    plan: Plan,
+    deadline_at: float,
+    priority: int,
+) -> None:
+    """Send a pipeline's first stage, or a debate's first round."""
+    job: dict[str, object] = {
+        "job_id": job_id,
+        "kind": spec.kind,
+        "tenant": spec.tenant,
+        "deadline_at": deadline_at,
+        "budget_usd": spec.budget_usd,
+        "budget_tokens": spec.max_tokens,
+        "priority": priority,
+    }
+    if plan.shape == "pipeline":
+        first = plan.stages[0]
+        message = StageMessage.model_validate({**job, "run": 1, "index": 0})
+        send_stage(app, settings, message, first.step, first.name)
+        return
+    for index, step in enumerate(plan.steps):
+        turn = TurnMessage.model_validate({**job, "round": 1, "agent": index})
+        send_turn(app, settings, turn, step, round_step_id(step.id, 1))
