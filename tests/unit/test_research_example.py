@@ -75,12 +75,13 @@ def test_the_example_is_the_default_app() -> None:
     assert load_settings().fleet is research.fleet
 
 
-def test_the_fleet_declares_four_agents_one_job_kind_and_no_tools() -> None:
+def test_the_fleet_declares_its_agents_the_lookup_tool_and_three_job_kinds() -> None:
     fleet = research.fleet
     assert fleet.name == "research"
-    assert sorted(fleet.agents) == sorted(AGENTS)
-    assert fleet.tools == {}
-    assert list(fleet.jobs) == ["research_brief"]
+    # research_brief's four agents; the pipeline reuses three, the debate brings two.
+    assert sorted(fleet.agents) == sorted([*AGENTS, "debater", "judge"])
+    assert list(fleet.tools) == ["entity_lookup"]
+    assert sorted(fleet.jobs) == ["debate", "document_pipeline", "research_brief"]
     job = fleet.jobs["research_brief"]
     assert job.input is ResearchBriefInput
     assert job.combine is findings_text
@@ -233,7 +234,10 @@ def test_an_unknown_kind_is_refused_naming_the_known_ones() -> None:
     with pytest.raises(SpecError) as info:
         parse_spec({**_spec(_docs(1)), "kind": "weekly_digest"}, load_settings())
     assert info.value.errors == [
-        ("kind", "unknown job kind 'weekly_digest' (known: research_brief)")
+        (
+            "kind",
+            "unknown job kind 'weekly_digest' (known: debate, document_pipeline, research_brief)",
+        )
     ]
 
 

@@ -15,7 +15,17 @@ from fleetline.shared.settings import (
 )
 
 # The example fleet's agents (the default app).
-AGENTS = ("extraction", "classification", "analysis", "synthesis")
+# The example fleet's worker types: research_brief's agents, the pipeline's lookup tool and
+# the debate's agents.
+AGENTS = (
+    "extraction",
+    "classification",
+    "analysis",
+    "synthesis",
+    "entity_lookup",
+    "debater",
+    "judge",
+)
 TIERS = ("cheap", "reasoning", "long_context")
 
 
@@ -50,6 +60,9 @@ def test_default_worker_tiers() -> None:
         "classification": "cheap",
         "analysis": "reasoning",
         "synthesis": "long_context",
+        "entity_lookup": None,
+        "debater": "cheap",
+        "judge": "reasoning",
     }
 
 

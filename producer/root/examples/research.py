@@ -3,7 +3,8 @@
 Per document, one extraction and one classification on the cheap tier; per group of
 documents, one analysis on the reasoning tier; then a synthesis on the long-context tier
 reads every usable finding. Built only on the public API, like a team's own fleet:
-`FLEETLINE_APP=fleetline.examples.research:fleet` (the default app).
+`FLEETLINE_APP=fleetline.examples.research:fleet` (the default app). The same fleet runs
+the other example patterns: `document_pipeline` and `debate` (their own modules).
 """
 
 from __future__ import annotations
@@ -204,3 +205,8 @@ def research_brief(brief: ResearchBriefInput) -> Plan:
         text = "\n\n".join(f"[{d.id}] {d.text}" for d in group)
         steps.append(analysis.step(id=f"analyse-{n}", text=text, goal=brief.question))
     return fan_out(steps, then=synthesis.step(id="synthesis", goal=brief.question))
+
+
+# The example fleet's other patterns, declared on this fleet by their own modules: a
+# pipeline (document_pipeline) and a debate (debate).
+from fleetline.examples import debate_panel, document_pipeline  # noqa: E402, F401
