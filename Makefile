@@ -8,7 +8,8 @@ STAMP  := $(VENV)/.installed
 
 help:
 	@echo "make venv   create .venv and install Fleetline with its dev and bench extras"
-	@echo "make demo   run a research brief end to end on a local fleet (no Redis needed)"
+	@echo "make demo   run a research brief end to end on a local fleet (no Redis needed);"
+	@echo "            KIND=document_pipeline or KIND=debate runs that example kind instead"
 	@echo "make test   run the test suite"
 	@echo "make lint   ruff check, ruff format --check, mypy"
 	@echo "make bench  run the benchmarks (QUICK=1 for a short run)"
@@ -37,7 +38,7 @@ $(STAMP): pyproject.toml $(MODULE_LIST)
 FORCE:
 
 demo: venv
-	$(BIN)/fleetline demo
+	$(BIN)/fleetline demo $(if $(KIND),--kind $(KIND),)
 
 test: venv
 	$(BIN)/pytest
