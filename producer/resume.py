@@ -182,8 +182,8 @@ def _refused(job_id: str, code: int, detail: str | None, run: int) -> None:
         return
     if code == -1:
         raise NotResumable(
-            f"job {job_id} changed while resuming (now version {detail}): another resume "
-            f"started run {run} first"
+            f"job {job_id} changed while resuming (now version {detail}): another resume may "
+            f"have started run {run} first (see fleetline status {job_id})"
         )
     if code == -2:
         raise NotResumable(f"job {job_id} is {detail}: another resume started it first")

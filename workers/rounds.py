@@ -226,26 +226,34 @@ def _judge(task: Task, message: TurnMessage, runtime: WorkerRuntime) -> dict[str
     judge = plan.then
     assert judge is not None
     history = read.pattern["history"]
+    answered = sum(len(r) for r in history)
+    store = runtime.store
+    actor = task.request.hostname or ""
+    grace = runtime.settings.redis.outage_grace_s
+    if not answered:
+        # Nothing to judge: no agent ever answered. The judge is not asked.
+        def fail() -> bool:
+            return store.finalize(
+                message.job_id, JobStatus.FAILED, 0.0, {"answer": None}, actor, "no answers"
+            )
+
+        return {"job_id": message.job_id, "finalised": through_outage(fail, grace, "ending")}
     run = _step_run(task, message, runtime, judge, judge.id, turn_text(judge, history))
     outcome = drive(task, run, may_requeue=False)
-    answered = sum(len(r) for r in history)
     expected = max(1, len(history) * rules.quorum)
     full = answered >= expected and read.pattern.get("stop") not in (Stop.BUDGET, Stop.NO_ANSWERS)
     if outcome.status is OutcomeStatus.OK and outcome.output is not None:
         status = JobStatus.SUCCEEDED if full else JobStatus.DEGRADED
     else:
         # What the agents said is still worth having without the judge's answer.
-        status = JobStatus.DEGRADED if answered else JobStatus.FAILED
+        status = JobStatus.DEGRADED
     completeness = round(min(1.0, answered / expected), 4)
     result = {"answer": outcome.output if outcome.status is OutcomeStatus.OK else None}
-    store = runtime.store
-    actor = task.request.hostname or ""
 
     def finalize(trip: RoundTrip) -> int:
         return store.queue_finalize(
             trip, message.job_id, status, completeness, result, actor, reason="judge"
         )
 
-    grace = runtime.settings.redis.outage_grace_s
     _, reply = through_outage(lambda: run.finish(outcome, also=finalize), grace, "finalising")
     return {"job_id": message.job_id, "finalised": store.finalized(reply)}

@@ -125,3 +125,23 @@ def test_a_quorum_closes_a_round_without_waiting_for_the_straggler(
     audit = fleet.store.audit(job.job_id)
     order = [e.fields.get("subtask") or e.action for e in audit]
     assert order.index("finalised") < order.index("third:r1")
+
+
+def test_a_debate_where_no_agent_answers_fails_without_asking_its_judge(
+    start_fleet: FleetFactory, tmp_path: Path
+) -> None:
+    (tmp_path / "outage").write_text("sim-small\nsim-large\n")
+    fleet = start_fleet(
+        with_beat=False,
+        FLEETLINE_APP=PANEL,
+        FLEETLINE_SIM_OUTAGE_FILE=str(tmp_path / "outage"),
+        FLEETLINE_WORKERS__PRO__MAX_RETRIES="0",
+        FLEETLINE_WORKERS__CON__MAX_RETRIES="0",
+    )
+    spec = {"kind": "panel", "input": {"question": "Ship it?"}, "deadline_s": 20}
+    job = fleet.wait(fleet.producer.submit(spec).job_id)
+    result = job.result or {}
+    assert job.status is JobStatus.FAILED, fleet.logs()
+    assert result["stop"] == "no_answers" and result["history"] == [{}]
+    assert result["answer"] is None
+    assert "verdict" not in {o.subtask_id for o in job.subtasks}

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from fleetline.producer.cli import app as cli
 from fleetline.shared.pipeline_state import PipelineStore, parse_table, resumed_table
+from fleetline.shared.round_trip import RoundTrip
 from fleetline.shared.schemas import JobResult, JobStatus
 from tests.integration.conftest import ROOT, FleetFactory, RunningFleet
 
@@ -153,7 +154,7 @@ def test_two_concurrent_resumes_start_one_run(pipelines: RunningFleet, tmp_path:
     assert codes == [0, 2], results
     loser = next(err for code, err in results if code == 2)
     # Whichever came second: it lost the compare-and-set, or found run 2 running or done.
-    reasons = ("another resume started run 2 first", "is still running (run 2)", "succeeded")
+    reasons = ("changed while resuming", "is still running (run 2)", "succeeded")
     assert any(r in loser for r in reasons), loser
     job = pipelines.wait(job.job_id)
     assert job.status is JobStatus.SUCCEEDED
@@ -171,6 +172,16 @@ def test_two_concurrent_resumes_start_one_run(pipelines: RunningFleet, tmp_path:
     first = store.resume(job.job_id, version, 3, fresh, {"run": 3}, 1e10, "t", None, [])
     second = store.resume(job.job_id, version, 3, fresh, {"run": 3}, 1e10, "t", None, [])
     assert first[0] == 1 and second[0] == -1
+    # A late stage of run 2 never ends run 3; run 3's own end does, once.
+    assert not _finalize(pipelines, job.job_id, run=2)
+    assert _finalize(pipelines, job.job_id, run=3)
+    assert not _finalize(pipelines, job.job_id, run=3)
+
+
+def _finalize(fleet: RunningFleet, job_id: str, run: int) -> bool:
+    trip = RoundTrip(fleet.store.client)
+    index = fleet.store.queue_finalize(trip, job_id, JobStatus.FAILED, 0.0, {}, "t", run=run)
+    return fleet.store.finalized(trip.execute()[index])
 
 
 def test_a_resume_on_another_model_runs_from_that_stage_and_diff_shows_both_runs(
