@@ -51,9 +51,12 @@ class Account:
         return asdict(self)
 
 
-def wait_terminal(client: redis.Redis, jobs: list[Submitted]) -> dict[str, str]:
-    """Each job's status once every job is terminal, or its deadline plus GRACE_S passed."""
-    statuses: dict[str, str] = {}
+def wait_terminal(
+    client: redis.Redis, jobs: list[Submitted], seen: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Each job's status once every job is terminal, or its deadline plus GRACE_S passed;
+    `seen` holds statuses read before (a finished job's record may have expired since)."""
+    statuses: dict[str, str] = dict(seen or {})
     last = max((j.deadline_at for j in jobs), default=time.time()) + GRACE_S
     while True:
         pending = [j for j in jobs if statuses.get(j.job_id) not in TERMINAL]
@@ -115,10 +118,11 @@ def account(
     healed_at: float | None = None,
     refused: int = 0,
     exact_money: bool = True,
+    seen: dict[str, str] | None = None,
 ) -> Account:
     """The scenario's figures; `passed` when nothing was lost, recorded twice or left
     uncharged, the ledger agrees with the invoice (when `exact_money`) and no hold is left."""
-    statuses = wait_terminal(client, jobs)
+    statuses = wait_terminal(client, jobs, seen)
     out = Account(jobs=len(jobs), refused_submits=refused)
     out.statuses = dict(Counter(statuses.values()))
     out.terminal = sum(1 for s in statuses.values() if s in TERMINAL)
