@@ -41,7 +41,8 @@ def record_fields(plan: Plan) -> dict[str, str]:
     """The job record's fields of the plan's shape (none for a fan-out)."""
     if plan.shape == "pipeline":
         table = first_table(plan)
-        pattern = {"run": 1, "from": table[0].name, "model": None, "runs": []}
+        # The run, the stage it started from and the model a resume named for that stage.
+        pattern = {"run": 1, "run_from": table[0].name, "run_model": None, "runs": []}
         return {"run": "1", "stages": table_json(table), "pattern": json.dumps(pattern)}
     if plan.shape == "debate":
         return {

@@ -85,8 +85,8 @@ def resume_job(
     earlier = {
         "run": run,
         "status": status.value,
-        "from": pattern.get("from"),
-        "model": pattern.get("model"),
+        "from": pattern.get("run_from"),
+        "model": pattern.get("run_model"),
         "cost_usd": round(sum(e.cost_usd for e in table if e.run == run), 9),
         "stages": [e.model_dump(mode="json") for e in table],
     }
@@ -97,8 +97,8 @@ def resume_job(
         fresh,
         {
             "run": new_run,
-            "from": table[start].name,
-            "model": model,
+            "run_from": table[start].name,
+            "run_model": model,
             "runs": [*pattern.get("runs", []), earlier],
         },
         deadline_at,
