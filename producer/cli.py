@@ -36,7 +36,10 @@ from fleetline.producer.cli_local import (
     sigterm_as_interrupt,
     wait_ready,
 )
+from fleetline.producer.cli_metrics import host_metrics, worker_metrics_env
+from fleetline.producer.cli_metrics import register as register_metrics
 from fleetline.producer.cli_ops import register as register_ops
+from fleetline.producer.cli_patterns import register as register_patterns
 from fleetline.producer.cli_serve import register as register_serve
 from fleetline.producer.cli_trace import register as register_trace
 from fleetline.producer.cli_trace import waterfall
@@ -59,7 +62,8 @@ app = typer.Typer(
 
 # The demo's sim latency when FLEETLINE_SIM_LATENCY_MS is unset: slow enough to watch.
 DEMO_SIM_LATENCY_MS = 150
-SAMPLE = Path("ops") / "samples" / "research_brief.json"
+SAMPLES = Path("ops") / "samples"
+SAMPLE = SAMPLES / "research_brief.json"
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JobResult JSON instead of tables.")]
 JobArg = Annotated[str, typer.Argument(metavar="JOB", help="The job id submit printed.")]
@@ -81,8 +85,9 @@ def up(
     """Run the fleet here: one worker per agent and tool, plus beat, until Ctrl-C or SIGTERM.
 
     Without FLEETLINE_REDIS_URL an embedded Redis is started (and stopped at the end);
-    other `fleetline` commands run in this directory find it. With --flower, Flower
-    listens on 127.0.0.1:--flower-port behind the basic auth of FLOWER_BASIC_AUTH.
+    other `fleetline` commands run in this directory find it. Every process's metrics are
+    served at 127.0.0.1:FLEETLINE_METRICS_PORT (9808). With --flower, Flower listens on
+    127.0.0.1:--flower-port behind the basic auth of FLOWER_BASIC_AUTH.
     """
     with exit_codes():
         if flower and ":" not in os.environ.get("FLOWER_BASIC_AUTH", ""):
@@ -94,7 +99,12 @@ def up(
                 if started:
                     render.notice(f"embedded Redis at [bold]{started}[/]")
                 port = flower_port if flower else None
-                with running_fleet(settings, child_env(settings), log_dir, port) as fleet:
+                with (
+                    host_metrics(settings) as metrics_env,
+                    running_fleet(
+                        settings, child_env(settings, metrics_env), log_dir, port
+                    ) as fleet,
+                ):
                     render.notice(
                         f"fleet [bold]{settings.fleet.name}[/] ({settings.app or 'example'})"
                     )
@@ -137,7 +147,8 @@ def worker(
     """Run one worker process for the named agents and tools (what a container runs).
 
     It also consumes the fleet's housekeeping queue. The process becomes the Celery
-    worker, so SIGTERM is its warm shutdown.
+    worker, so SIGTERM is its warm shutdown. It serves its processes' metrics at
+    127.0.0.1:FLEETLINE_METRICS_PORT (9808).
     """
     with exit_codes():
         settings = cli_settings(app_ref)
@@ -150,7 +161,7 @@ def worker(
                 f"{', '.join(map(repr, unknown))} (known: {', '.join(sorted(known))})"
             )
         command = worker_command(settings, names)
-        env = child_env(settings)
+        env = child_env(settings, worker_metrics_env(settings))
     os.execve(command[0], command, env)
 
 
@@ -238,15 +249,24 @@ def audit(job_id: JobArg, as_json: JsonFlag = False, app_ref: AppOption = None) 
 
 @app.command()
 def demo(
+    kind: Annotated[
+        str,
+        typer.Option(
+            "--kind",
+            help="The example job kind to run (research_brief, document_pipeline, debate): "
+            f"its sample spec in {SAMPLES}/.",
+        ),
+    ] = "research_brief",
     spec_file: Annotated[
-        Path | None, typer.Option("--spec", help=f"Job spec (default: {SAMPLE}).")
+        Path | None, typer.Option("--spec", help=f"Job spec (default: the kind's, {SAMPLE}).")
     ] = None,
     app_ref: AppOption = None,
 ) -> None:
-    """The whole tour on this machine: Redis, fleet, a research brief, its result and trace."""
+    """The whole tour on this machine: Redis, fleet, a research brief (or another example
+    kind), its result and trace."""
     with exit_codes():
         settings = cli_settings(app_ref, find_redis=False)
-        raw = read_spec(str(spec_file or _sample()), settings.limits)
+        raw = read_spec(str(spec_file or _sample(kind)), settings.limits)
         parse_spec(raw, settings)
         extra: dict[str, str] = {}
         if "latency_ms" not in settings.sim.model_fields_set:
@@ -279,10 +299,15 @@ def _demo_run(
         return job
 
 
-def _sample() -> Path:
-    """The bundled sample: beside the source tree, else under the current directory."""
-    bundled = Path(__file__).resolve().parents[1] / SAMPLE
-    return bundled if bundled.exists() else SAMPLE
+def _sample(kind: str = "research_brief") -> Path:
+    """The bundled sample of a kind: beside the source tree, else under the current
+    directory."""
+    sample = SAMPLES / f"{kind}.json"
+    bundled = Path(__file__).resolve().parents[1] / sample
+    found = bundled if bundled.exists() else sample
+    if not found.exists():
+        raise ConfigError(f"--kind: no sample spec for {kind!r} ({sample} does not exist)")
+    return found
 
 
 def _finish(
@@ -307,8 +332,11 @@ def _finish(
 # trace reads a job like status and audit; killswitch, spend, schedule and dlq are the
 # operator commands, listed after the job commands.
 register_trace(app)
+# resume and diff: a pipeline's runs.
+register_patterns(app)
 register_ops(app)
 register_serve(app)
+register_metrics(app)
 app.add_typer(breakers_app)
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ from celery import Celery, chord
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from fleetline.shared import json_limits, keys, otel, trace_store
+from fleetline.producer import patterns
+from fleetline.shared import json_limits, keys, metrics, otel, trace_store
 from fleetline.shared.celery_app import make_celery
 from fleetline.shared.errors import (
     FleetlineError,
@@ -59,10 +60,12 @@ class Receipt:
 
 @dataclass(frozen=True)
 class PlannedJob:
-    """A fan-out plan as the wire carries it: its parallel steps and its then-step."""
+    """A plan as the wire carries it: its parallel steps (a pipeline's stages, a debate's
+    agents) and its then-step (a debate's judge; a pipeline has none)."""
 
     subtasks: list[SubtaskSpec]
-    then: SubtaskSpec
+    then: SubtaskSpec | None
+    plan: Plan | None = None
 
 
 def step_spec(step: Step, settings: FleetlineSettings) -> SubtaskSpec:
@@ -89,10 +92,10 @@ def step_spec(step: Step, settings: FleetlineSettings) -> SubtaskSpec:
 
 def planned(plan: Plan, settings: FleetlineSettings) -> PlannedJob:
     """The wire form of a plan (a fan_out always has its then-step)."""
-    assert plan.then is not None
     return PlannedJob(
         subtasks=[step_spec(s, settings) for s in plan.steps],
-        then=step_spec(plan.then, settings),
+        then=step_spec(plan.then, settings) if plan.then is not None else None,
+        plan=plan,
     )
 
 
@@ -156,6 +159,7 @@ def parse_spec(
         raise SpecError(validation_errors(exc, "input")) from None
     except PlanError as exc:
         raise SpecError([("input", str(exc))]) from None
+    patterns.check(plan, spec, settings)
     return spec, planned(plan, settings)
 
 
@@ -168,6 +172,8 @@ class Producer:
         self.app = app
         # The then-step queues this process has told the kill switches about.
         self._fan_in_queues: set[str] = set()
+        # Its messages are counted when this host's processes record metrics.
+        metrics.init_metrics(settings.metrics)
         otel.init_tracing(settings.trace)
 
     @classmethod
@@ -240,6 +246,8 @@ class Producer:
         if spec.callback_url is not None:
             # finalize_job.lua makes the callback due when it sees this field.
             fields["callback_url"] = spec.callback_url
+        if plan.plan is not None:
+            fields.update(patterns.record_fields(plan.plan))
         try:
             # Admission (kill switches), idempotency and the record: one round trip.
             made = self.store.create_job(
@@ -280,6 +288,10 @@ class Producer:
             # The job's trace context (traceparent): Celery keeps it on chord callbacks,
             # retries and redeliveries.
             options["headers"] = headers
+        if plan.plan is not None and plan.plan.shape != "fan_out":
+            self._start_pattern(job_id, spec, plan.plan, deadline_at, options["priority"])
+            return
+        assert plan.then is not None, "a fan_out has its then-step"
         job = {
             "job_id": job_id,
             "tenant": spec.tenant,
@@ -342,6 +354,18 @@ class Producer:
                 {"error": f"enqueue failed: {exc}"},
                 "producer",
                 reason="enqueue failed",
+            )
+            raise FleetlineError(f"could not enqueue job {job_id}: {exc}") from exc
+
+    def _start_pattern(
+        self, job_id: str, spec: JobSpec, plan: Plan, deadline_at: float, priority: int
+    ) -> None:
+        # A pipeline's first stage or a debate's first round; the workers send the rest.
+        try:
+            patterns.send_first(self.app, self.settings, job_id, spec, plan, deadline_at, priority)
+        except Exception as exc:
+            self.store.finalize(
+                job_id, JobStatus.FAILED, 0.0, {"error": f"enqueue failed: {exc}"}, "producer"
             )
             raise FleetlineError(f"could not enqueue job {job_id}: {exc}") from exc
 

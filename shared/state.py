@@ -13,8 +13,9 @@ from typing import Any
 
 import redis
 
-from fleetline.shared import keys
+from fleetline.shared import keys, metrics
 from fleetline.shared.errors import ConcurrencyError, JobNotFound
+from fleetline.shared.pattern_record import with_pattern
 from fleetline.shared.round_trip import RoundTrip
 from fleetline.shared.schemas import JobResult, JobStatus, SubtaskOutcome
 from fleetline.shared.scripts import load_script
@@ -133,6 +134,9 @@ class StateStore:
         self, trip: RoundTrip, job_id: str, outcome: SubtaskOutcome, actor: str
     ) -> int:
         """Queue `record_outcome` on a trip; read its reply with `recorded`."""
+        # Counted as sent (a duplicate delivery's refused write too): an agent that thrashes
+        # shows either way.
+        metrics.state_mutation(outcome.worker_type)
         return trip.script(
             self._record,
             [keys.job(job_id), keys.job_audit(job_id), keys.job_outcomes(job_id)],
@@ -206,9 +210,11 @@ class StateStore:
         actor: str,
         reason: str = "",
         extra_cost_usd: float = 0.0,
+        run: int | None = None,
     ) -> int:
         """Queue `finalize` on a trip; read its reply with `finalized`. A job with a
-        `callback_url` is then due for its callback."""
+        `callback_url` is then due for its callback. `run`: a pipeline's run that must
+        still be the job's (an earlier run's stage never ends a later run)."""
         return trip.script(
             self._finalize,
             [
@@ -228,13 +234,20 @@ class StateStore:
                 time.time(),
                 self._finished_ttl_s,
                 reason,
+                "" if run is None else str(run),
             ],
         )
 
     @staticmethod
     def finalized(reply: Any) -> bool:
-        """Whether a queued finalize made the job final (False: it already was)."""
-        return int(reply[0]) == 1
+        """Whether a queued finalize made the job final (False: it already was). A job
+        made final is counted in the job metrics here: read each reply once."""
+        if int(reply[0]) != 1:
+            return False
+        if len(reply) >= 7:
+            _, _, status, kind, created, ended, reason = (_text(v) for v in reply[:7])
+            metrics.job_ended(kind, status, float(ended) - float(created), reason)
+        return True
 
     def outcomes(self, job_id: str) -> dict[str, SubtaskOutcome]:
         """The outcomes recorded so far, by subtask id."""
@@ -262,7 +275,8 @@ class StateStore:
             (SubtaskOutcome.model_validate_json(v) for v in outcome_values),
             key=lambda o: order.get(o.subtask_id, len(order)),
         )
-        result = json.loads(fields["result"]) if fields.get("result") else None
+        stored = json.loads(fields["result"]) if fields.get("result") else None
+        result = with_pattern(stored, fields)
         return JobResult(
             job_id=job_id,
             kind=fields.get("kind", ""),

@@ -38,9 +38,15 @@ from fleetline.producer.scheduled_runs import run_scheduled
 from fleetline.producer.submit import Producer
 from fleetline.shared.celery_app import make_celery
 from fleetline.shared.logs import quiet_periodic_tasks
+from fleetline.shared.metrics import init_metrics, process_ended
+from fleetline.shared.metrics_node import metrics_dir
+from fleetline.shared.metrics_node import serve as serve_metrics
 from fleetline.shared.names import (
+    TASK_DEBATE_JUDGE,
+    TASK_DEBATE_TURN,
     TASK_FAN_IN,
     TASK_KILLSWITCH_CHECK,
+    TASK_PIPELINE_STAGE,
     TASK_REAP_DEADLINES,
     TASK_SCHEDULED_RUN,
 )
@@ -50,7 +56,9 @@ from fleetline.shared.tracing import init_sentry
 from fleetline.workers.callbacks import keep_delivering
 from fleetline.workers.consumer import DeadLetteringConsumer
 from fleetline.workers.fan_in import run_fan_in
+from fleetline.workers.rounds import run_judge, run_turn
 from fleetline.workers.runtime import get_runtime
+from fleetline.workers.stages import run_stage
 from fleetline.workers.task import register_worker_type
 from fleetline.workers.usage_spool import start_replayer
 
@@ -70,6 +78,23 @@ for worker in fleet.worker_types.values():
 @app.task(name=TASK_FAN_IN, bind=True)
 def fan_in(self: Task, results: list[Any], context: dict[str, Any]) -> dict[str, Any]:
     return run_fan_in(self, results, context)
+
+
+# A pipeline's stages, a debate's turns and its judge: like the fan-in, each message names
+# its queue and carries the time limits of the agent or tool it runs.
+@app.task(name=TASK_PIPELINE_STAGE, bind=True, ignore_result=True)
+def pipeline_stage(self: Task, context: dict[str, Any]) -> dict[str, Any]:
+    return run_stage(self, context)
+
+
+@app.task(name=TASK_DEBATE_TURN, bind=True, ignore_result=True)
+def debate_turn(self: Task, context: dict[str, Any]) -> dict[str, Any]:
+    return run_turn(self, context)
+
+
+@app.task(name=TASK_DEBATE_JUDGE, bind=True, ignore_result=True)
+def debate_judge(self: Task, context: dict[str, Any]) -> dict[str, Any]:
+    return run_judge(self, context)
 
 
 @app.task(name=TASK_REAP_DEADLINES, ignore_result=True, expires=5)
@@ -130,6 +155,14 @@ _home_queues: set[str] = set()
 
 @worker_init.connect
 def _on_worker_init(sender: Any, **_: Any) -> None:
+    # The host's metrics endpoint (`fleetline worker`), before any process here records;
+    # pool children inherit the recording.
+    metrics = settings.metrics
+    if metrics.enabled and metrics.serve:
+        folder = metrics_dir(metrics)
+        metrics = metrics.model_copy(update={"multiproc_dir": str(folder)})
+        serve_metrics(metrics, folder)
+    init_metrics(metrics)
     _home_queues.update(sender.app.amqp.queues.consume_from)
     init_sentry(settings)
     # The main process replays too: it outlives the pool children that die.
@@ -164,6 +197,7 @@ def _on_shutdown(**_: Any) -> None:
     get_runtime().spool.close()
     # A pool child ends without atexit: what the OTLP exporter holds is sent now.
     shutdown_tracing()
+    process_ended()
 
 
 def _replay_billed_usage() -> None:
