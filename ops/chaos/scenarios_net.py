@@ -73,7 +73,15 @@ def backlog(run: Run) -> Account:
         jobs.append(Submitted(receipt.job_id, time.time(), time.time() + 1_200))
     per_job = (int(client.info("memory")["used_memory"]) - memory_before) / count
     agents = [n for n in up.settings.fleet.worker_types if n != "synthesis"]
-    drain = run.fleet_on(up.db, "backlog_agents", worker_types=agents, with_beat=False, **ttl)
+    # One invoice for both fleets: the sim bills wherever a call runs.
+    drain = run.fleet_on(
+        up.db,
+        "backlog_agents",
+        worker_types=agents,
+        with_beat=False,
+        FLEETLINE_SIM_INVOICE=str(up.invoice),
+        **ttl,
+    )
     rss: list[int] = []
     seen: dict[str, str] = {}
     deadline = time.monotonic() + 1_500
