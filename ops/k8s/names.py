@@ -24,6 +24,7 @@ KEDA_AUTH = "fleetline-keda-redis"
 API = "fleetline-api"
 BEAT = "fleetline-beat"
 FLOWER = "fleetline-flower"
+EXPORTER = "fleetline-exporter"
 
 # The namespace the base is written for: only KEDA's address of Redis names it (KEDA's
 # operator resolves names from its own namespace). An overlay with another namespace
@@ -37,6 +38,7 @@ REDIS_DB = 0
 
 API_PORT = 8077
 FLOWER_PORT = 5555
+EXPORTER_PORT = 9809
 
 # The image's unprivileged user and group (ops/Dockerfile).
 UID = 10001

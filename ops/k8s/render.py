@@ -122,6 +122,10 @@ def render_base(settings: FleetlineSettings, app: str) -> dict[str, str]:
         "beat.yaml": _file("Beat: the scheduler, exactly one.", ("", services.beat()[0])),
         "api.yaml": _file(API_ABOUT, *(("", m) for m in services.api())),
         "flower.yaml": _file(FLOWER_ABOUT, *(("", m) for m in services.flower())),
+        "exporter.yaml": _file(
+            "The metrics exporter: the fleet-wide gauges for Prometheus (and KEDA).",
+            *(("", m) for m in services.exporter()),
+        ),
     }
     names: dict[str, str] = {}
     for worker_type in sorted(fleet.worker_types):
@@ -299,9 +303,9 @@ scaler instead of one redis trigger per priority list. The gauge sums a queue's 
 lists and its unacked messages, so the target (the worker's concurrency) counts the work
 in hand too: replicas follow the load rather than the backlog alone.
 
-It needs what Fleetline does not ship yet: an exporter serving fleetline_queue_depth,
-scraped by the Prometheus at the triggers' serverAddress (the operator's Service in
-`monitoring` here). Until then use overlays/example.
+It needs a Prometheus at the triggers' serverAddress (the operator's Service in
+`monitoring` here) scraping the base's `fleetline-exporter` Service (port 9809), which
+serves fleetline_queue_depth.
 
     kubectl apply -k ops/k8s/overlays/prometheus
 """

@@ -1,5 +1,5 @@
-"""The roles beside the workers: beat (exactly one), the HTTP API with its Service, and
-Flower behind basic auth with its Service."""
+"""The roles beside the workers: beat (exactly one), the HTTP API with its Service,
+Flower behind basic auth with its Service, and the metrics exporter with its Service."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from ops.k8s.names import (
     API,
     API_PORT,
     BEAT,
+    EXPORTER,
+    EXPORTER_PORT,
     FLOWER,
     FLOWER_AUTH_KEY,
     FLOWER_PORT,
@@ -115,6 +117,26 @@ def flower() -> list[Manifest]:
     return [
         deployment(FLOWER, own, pod_spec(main), replicas=1, strategy=ROLLING),
         service(FLOWER, own, FLOWER_PORT),
+    ]
+
+
+def exporter() -> list[Manifest]:
+    """`fleetline exporter`: the fleet-wide gauges (queue depths over every priority list,
+    breakers, spend) read from Redis at each scrape, for Prometheus and KEDA's Prometheus
+    scaler. One replica: every one would report the same values."""
+    main = container(
+        "exporter",
+        ["fleetline", "exporter", "--port", str(EXPORTER_PORT)],
+        env=[{"name": "FLEETLINE_METRICS_HOST", "value": "0.0.0.0"}],
+        ports=[{"name": "http", "containerPort": EXPORTER_PORT}],
+        resources=resources("50m", "96Mi", "192Mi"),
+        readinessProbe=http_probe("/metrics", "http", 15, 3),
+        livenessProbe=http_probe("/metrics", "http", 30, 3),
+    )
+    own = labels("exporter")
+    return [
+        deployment(EXPORTER, own, pod_spec(main), replicas=1, strategy=ROLLING),
+        service(EXPORTER, own, EXPORTER_PORT),
     ]
 
 
