@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from fleetline.shared.embedded_redis import start_redis
+from fleetline.shared.fleet.loading import load_fleet
 from fleetline.shared.schemas import JobStatus, OutcomeStatus
 from tests.integration.conftest import FleetFactory
 
@@ -23,7 +24,7 @@ SHORT_LIMITS = {
     "FLEETLINE_CELERY_UNACKED_RESTORE_INTERVAL_S": "1",
     **{
         f"FLEETLINE_WORKERS__{name.upper()}__{field}": value
-        for name in ("extraction", "classification", "analysis", "synthesis")
+        for name in load_fleet(None).worker_types
         for field, value in (
             ("SOFT_TIME_LIMIT_S", "4"),
             ("TIME_LIMIT_S", "5"),
