@@ -65,7 +65,7 @@ def backlog(run: Run) -> Account:
     memory_before = int(client.info("memory")["used_memory"])
     me = psutil.Process(os.getpid())
     rss_before = me.memory_info().rss
-    count = run.scaled(20_000, 2_000)
+    count = run.scaled(5_000, 2_000)
     jobs = []
     for n in range(count):
         spec = research_spec(n, deadline_s=1_200, latency_profile="batch")

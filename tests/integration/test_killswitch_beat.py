@@ -25,6 +25,7 @@ from fleetline.producer.cli import app as cli
 from fleetline.producer.supervisor import beat_command
 from fleetline.shared import keys
 from fleetline.shared.errors import KillSwitchTripped
+from fleetline.shared.fleet.loading import load_fleet
 from fleetline.shared.killswitch import KillSwitches, SwitchState, read_enforcement
 from fleetline.shared.ledger import Ledger, SpendSettings, Window, scopes_for
 from fleetline.shared.names import HOUSEKEEPING_QUEUE
@@ -35,7 +36,9 @@ from tests.integration.test_failure_handling import brief
 
 pytestmark = pytest.mark.integration
 
-SUBTASK_QUEUES = {"extraction", "classification", "analysis"}
+# The agents' queues a tripped switch pauses: every one but synthesis, where this test's
+# fan-outs end (tools' queues are never paused).
+SUBTASK_QUEUES = set(load_fleet(None).agents) - {"synthesis"}
 runner = CliRunner()
 
 
@@ -111,7 +114,7 @@ def test_a_check_trips_once_pauses_the_covered_queues_and_resumes_them(
         redis_client, SpendSettings(daily_usd=1.0), control, pausable, report=reported.append
     )
     assert after.tripped == []
-    assert sorted(after.resumed) == ["classification", "extraction"]
+    assert sorted(after.resumed) == sorted(SUBTASK_QUEUES - {"analysis"})
     assert control.paused == ["analysis"]
     record = read_enforcement(redis_client)
     assert record.paused == {"analysis": ["worker_type:analysis"]}

@@ -41,9 +41,10 @@ def test_a_process_that_keeps_crashing_backs_off_then_is_given_up_loudly(
     assert fleet.restarts == {"crashy": 4}
     starts = [float(x) for x in log.read_text().split()]
     gaps = [b - a for a, b in itertools.pairwise(starts)]
-    # 0.1, 0.2, 0.4, 0.8 s: each wait doubles the one before (within the polling step).
+    # Waits of 0.1, 0.2, 0.4 and 0.8 s, each doubling the one before: each gap holds its
+    # wait (and the process's start-up, which a loaded machine stretches, on top).
     assert len(gaps) == 4
-    assert all(later > earlier * 1.4 for earlier, later in itertools.pairwise(gaps))
+    assert all(gap >= 0.1 * 2**n for n, gap in enumerate(gaps)), gaps
     assert "giving up on it" in caplog.text
 
 
