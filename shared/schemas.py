@@ -48,13 +48,15 @@ class JobSpec(_Strict):
     kind: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")
     input: dict[str, Any]
     tenant: str = Field(default="default", min_length=1, max_length=64, pattern=r"^[\w.-]+$")
-    budget_usd: float = Field(default=1.0, gt=0, le=10_000)
-    max_tokens: int = Field(default=200_000, gt=0, le=100_000_000)
+    # Numbers are numbers (strict): a string where one belongs ("1") is a caller's bug,
+    # refused naming the field rather than guessed at.
+    budget_usd: float = Field(default=1.0, gt=0, le=10_000, strict=True)
+    max_tokens: int = Field(default=200_000, gt=0, le=100_000_000, strict=True)
     # None: the latency profile's total (8 s for the default, interactive profile).
-    deadline_s: float | None = Field(default=None, gt=0)
+    deadline_s: float | None = Field(default=None, gt=0, strict=True)
     latency_profile: str | None = Field(default=None, max_length=64)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
-    priority: int = Field(default=5, ge=0, le=9)
+    priority: int = Field(default=5, ge=0, le=9, strict=True)
     # Where the job's result is POSTed, signed, when it ends; its host must be on the
     # tenant's allow-list (FLEETLINE_API_CALLBACK_HOSTS).
     callback_url: str | None = Field(default=None, max_length=MAX_URL_LENGTH)

@@ -37,6 +37,9 @@ def producer(redis_url: str) -> Iterator[Producer]:
     ("change", "field"),
     [
         ({"budget_usd": -1}, "budget_usd"),
+        # Found by the chaos run's fuzzer: a number given as text was taken for one.
+        ({"budget_usd": "1"}, "budget_usd"),
+        ({"priority": "9"}, "priority"),
         ({"kind": "nope"}, "kind"),
         ({"deadline_s": 10_000}, "deadline_s"),
         ({"input": {"question": "Why?", "documents": [{"id": "a"}]}}, "input.documents.0.text"),
