@@ -61,8 +61,10 @@ def send_first(
     plan: Plan,
     deadline_at: float,
     priority: int,
+    trace: dict[str, str],
 ) -> None:
-    """Send a pipeline's first stage, or a debate's first round."""
+    """Send a pipeline's first stage, or a debate's first round (`trace`: the job's trace
+    context, which every later message of the job carries on)."""
     job: dict[str, object] = {
         "job_id": job_id,
         "kind": spec.kind,
@@ -71,6 +73,7 @@ def send_first(
         "budget_usd": spec.budget_usd,
         "budget_tokens": spec.max_tokens,
         "priority": priority,
+        "trace": trace,
     }
     if plan.shape == "pipeline":
         first = plan.stages[0]

@@ -23,6 +23,7 @@ from fleetline.shared.pipeline_state import PipelineStore, StageEntry, parse_tab
 from fleetline.shared.round_trip import RoundTrip
 from fleetline.shared.schemas import JobSpec, JobStatus
 from fleetline.shared.settings import FleetlineSettings
+from fleetline.shared.trace_store import root_context
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ def resume_job(
         index=start,
         input_from=table[start - 1].step_id if start > 0 else None,
         model=model,
+        trace=root_context(producer.store.client, job_id),
     )
     try:
         send_stage(producer.app, settings, message, plan.stages[start].step, fresh[start].step_id)

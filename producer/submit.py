@@ -289,7 +289,7 @@ class Producer:
             # retries and redeliveries.
             options["headers"] = headers
         if plan.plan is not None and plan.plan.shape != "fan_out":
-            self._start_pattern(job_id, spec, plan.plan, deadline_at, options["priority"])
+            self._start_pattern(job_id, spec, plan.plan, deadline_at, options["priority"], headers)
             return
         assert plan.then is not None, "a fan_out has its then-step"
         job = {
@@ -358,11 +358,19 @@ class Producer:
             raise FleetlineError(f"could not enqueue job {job_id}: {exc}") from exc
 
     def _start_pattern(
-        self, job_id: str, spec: JobSpec, plan: Plan, deadline_at: float, priority: int
+        self,
+        job_id: str,
+        spec: JobSpec,
+        plan: Plan,
+        deadline_at: float,
+        priority: int,
+        trace: dict[str, str],
     ) -> None:
         # A pipeline's first stage or a debate's first round; the workers send the rest.
         try:
-            patterns.send_first(self.app, self.settings, job_id, spec, plan, deadline_at, priority)
+            patterns.send_first(
+                self.app, self.settings, job_id, spec, plan, deadline_at, priority, trace
+            )
         except Exception as exc:
             self.store.finalize(
                 job_id, JobStatus.FAILED, 0.0, {"error": f"enqueue failed: {exc}"}, "producer"

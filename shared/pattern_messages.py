@@ -33,6 +33,9 @@ class JobMessage(BaseModel):
     budget_tokens: int | None = None
     # kombu's priority (0 first); the same for every message of the job.
     priority: int = Field(default=4, ge=0, le=9)
+    # The job's trace context (W3C `traceparent`), sent as every message's headers as a
+    # fan-out's are: each stage and turn is a span under the job's submit.
+    trace: dict[str, str] = Field(default_factory=dict)
 
     def payload(self, subtask: SubtaskSpec) -> SubtaskPayload:
         """The step's payload, as its guards read it."""
@@ -124,4 +127,5 @@ def _send(
         soft_time_limit=policy.soft_time_limit_s,
         time_limit=policy.time_limit_s,
         priority=message.priority,
+        headers=message.trace or None,
     ).apply_async()

@@ -166,5 +166,16 @@ def load_trace(client: redis.Redis, job_id: str) -> dict[str, Any] | None:
     return {"trace_id": trace_id, "spans": spans}
 
 
+def root_context(client: redis.Redis, job_id: str) -> dict[str, str]:
+    """The W3C headers (`traceparent`) that make a span a child of the job's submit span,
+    as the job's messages carry them; {} when no trace of the job is kept. A resumed run
+    continues its job's trace with them."""
+    trace = load_trace(client, job_id)
+    root = next((s for s in trace["spans"] if s["parent_id"] is None), None) if trace else None
+    if trace is None or root is None:
+        return {}
+    return {"traceparent": f"00-{trace['trace_id']}-{root['span_id']}-01"}
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)

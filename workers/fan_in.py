@@ -31,7 +31,7 @@ from fleetline.shared.verdict import assemble, judge, listed_outputs
 from fleetline.workers.run import Attempt, SubtaskRun, closing_guards
 from fleetline.workers.runtime import WorkerRuntime, get_runtime
 from fleetline.workers.step_trace import StepTrace, open_span
-from fleetline.workers.task import drive
+from fleetline.workers.task import drive_closing
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -161,11 +161,7 @@ def _fan_in(
         run = _then_run(task, context, outcomes, runtime)
         if span is not None:
             run.trace = StepTrace.start(run, otel.context_of(span))
-        try:
-            answer = drive(task, run, may_requeue=False)
-        except BaseException:
-            run.trace.close(run)  # a retry of the callback: this attempt ends here
-            raise
+        answer = drive_closing(task, run)
         if answer.status is OutcomeStatus.OK and answer.output is not None:
             result["answer"] = answer.output
         else:

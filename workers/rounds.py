@@ -12,7 +12,6 @@ sent, or the judge is. The judge reads the whole history and ends the job.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from celery import Task
@@ -27,9 +26,9 @@ from fleetline.shared.outage import through_outage
 from fleetline.shared.pattern_messages import TurnMessage, send_turn, subtask_spec
 from fleetline.shared.round_trip import RoundTrip
 from fleetline.shared.schemas import JobSpec, JobStatus, OutcomeStatus
-from fleetline.workers.run import Attempt, SubtaskRun, closing_guards
+from fleetline.workers.run import SubtaskRun, closing_guards
 from fleetline.workers.runtime import WorkerRuntime, get_runtime
-from fleetline.workers.task import STORE_RETRIES, drive
+from fleetline.workers.task import STORE_RETRIES, drive_closing, start_run
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +68,7 @@ def _step_run(
     task: Task, message: TurnMessage, runtime: WorkerRuntime, step: Step, step_id: str, text: str
 ) -> SubtaskRun:
     subtask = subtask_spec(step, runtime.settings, step_id=step_id, text=text)
-    run = SubtaskRun(
-        payload=message.payload(subtask),
-        worker=step.worker,
-        runtime=runtime,
-        attempt=Attempt(number=task.request.retries + 1, started_at=time.time()),
-        actor=task.request.hostname or "",
-        task_name=task.name,
-        task_id=task.request.id or "",
-    )
+    run = start_run(task, message.payload(subtask), step.worker)
     if message.agent is None:
         # The judge closes the job, like a fan-out's then-step: its turn has come.
         run.guards = closing_guards(step.worker)
@@ -102,7 +93,7 @@ def _turn(task: Task, message: TurnMessage, runtime: WorkerRuntime) -> dict[str,
         # Its round closed with its quorum before it started: recorded, never called.
         outcome = run.outcome(OutcomeStatus.SKIPPED, "quorum", "its round closed without it")
     else:
-        outcome = drive(task, run, may_requeue=False)
+        outcome = drive_closing(task, run)
     answered = outcome.status is OutcomeStatus.OK and outcome.output is not None
     actor = task.request.hostname or ""
 
@@ -239,7 +230,7 @@ def _judge(task: Task, message: TurnMessage, runtime: WorkerRuntime) -> dict[str
 
         return {"job_id": message.job_id, "finalised": through_outage(fail, grace, "ending")}
     run = _step_run(task, message, runtime, judge, judge.id, turn_text(judge, history))
-    outcome = drive(task, run, may_requeue=False)
+    outcome = drive_closing(task, run)
     expected = max(1, len(history) * rules.quorum)
     full = answered >= expected and read.pattern.get("stop") not in (Stop.BUDGET, Stop.NO_ANSWERS)
     if outcome.status is OutcomeStatus.OK and outcome.output is not None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from typing import Any
 
 from celery import Task
@@ -26,9 +25,9 @@ from fleetline.shared.pattern_messages import StageMessage, send_stage, subtask_
 from fleetline.shared.pipeline_state import StageRead
 from fleetline.shared.round_trip import RoundTrip
 from fleetline.shared.schemas import JobSpec, JobStatus, OutcomeStatus, SubtaskOutcome
-from fleetline.workers.run import Attempt, SubtaskRun
+from fleetline.workers.run import SubtaskRun
 from fleetline.workers.runtime import WorkerRuntime, get_runtime
-from fleetline.workers.task import STORE_RETRIES, drive
+from fleetline.workers.task import STORE_RETRIES, drive_closing, start_run
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +60,7 @@ def _stage(task: Task, message: StageMessage, runtime: WorkerRuntime) -> dict[st
     outcome = (
         run.outcome(OutcomeStatus.FAILED, "invalid_input", str(problem))
         if problem is not None
-        else drive(task, run, may_requeue=False)
+        else drive_closing(task, run)
     )
     last = message.index == len(plan.stages) - 1
     following = None if last else read.table[message.index + 1]
@@ -129,17 +128,9 @@ def _stage_run(
         text="" if tool or problem else stage.text(value, first),
         args=stage.args(value) if tool and not problem else None,
     )
-    run = SubtaskRun(
-        payload=message.payload(subtask),
-        worker=stage.step.worker,
-        runtime=runtime,
-        attempt=Attempt(number=task.request.retries + 1, started_at=time.time()),
-        actor=task.request.hostname or "",
-        task_name=task.name,
-        task_id=task.request.id or "",
-        model=message.model or "",
-    )
-    return run, problem
+    return start_run(
+        task, message.payload(subtask), stage.step.worker, message.model or ""
+    ), problem
 
 
 def _end_run(

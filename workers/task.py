@@ -40,8 +40,11 @@ log = logging.getLogger(__name__)
 STORE_RETRIES = 30
 
 
-def start_run(task: Task, payload: SubtaskPayload, worker: Agent | Tool) -> SubtaskRun:
-    """A run of this delivery, labelled with the worker and task that make it."""
+def start_run(
+    task: Task, payload: SubtaskPayload, worker: Agent | Tool, model: str = ""
+) -> SubtaskRun:
+    """A run of this delivery, labelled with the worker and task that make it (`model`:
+    the one it must run on, else its tier's); its span opened under the job's trace."""
     # Going back to the queue for a rate window is a Celery retry, but not an attempt.
     attempt = task.request.retries + 1 - payload.deferrals
     run = SubtaskRun(
@@ -52,6 +55,7 @@ def start_run(task: Task, payload: SubtaskPayload, worker: Agent | Tool) -> Subt
         actor=task.request.hostname or "",
         task_name=task.name,
         task_id=task.request.id or "",
+        model=model,
     )
     # The job's trace came in the message's headers (kept by retries and redeliveries).
     run.trace = StepTrace.start(run, otel.parent_from(task.request.headers))
@@ -134,6 +138,17 @@ def drive(task: Task, run: SubtaskRun, *, may_requeue: bool = True) -> SubtaskOu
             if may_requeue and (wait.requeue or wait.seconds > WAIT_IN_PLACE_S):
                 raise requeue(task, run, wait) from told
             run.wait_for_window(wait.seconds, counted=wait.category == "rate_limit")
+
+
+def drive_closing(task: Task, run: SubtaskRun) -> SubtaskOutcome:
+    """`drive` for a step whose task is not its own message (a fan-out's then-step, a
+    pipeline's stage, a debate's turn or judge): it waits in place, and an attempt that
+    ends in a retry closes its span on the way out (the task records the rest itself)."""
+    try:
+        return drive(task, run, may_requeue=False)
+    except BaseException:
+        run.trace.close(run)
+        raise
 
 
 def requeue(task: Task, run: SubtaskRun, wait: Defer) -> Exception:

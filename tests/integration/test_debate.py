@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 
+from fleetline.shared import otel
 from fleetline.shared.debate_budget import round_bound
 from fleetline.shared.schemas import JobResult, JobStatus, OutcomeStatus
 from tests.integration.conftest import ROOT, FleetFactory, RunningFleet
+from tests.integration.trace_checks import assert_one_tree
 
 pytestmark = pytest.mark.integration
 
@@ -48,6 +50,9 @@ def test_a_debate_that_converges_stops_early_and_says_so(debates: RunningFleet) 
     actions = [e.action for e in debates.store.audit(job.job_id)]
     assert actions.count("round_closed") == result["rounds"]
     assert actions.count("judging") == 1 and actions.count("finalised") == 1
+    # Every turn and the judge are spans of the job's one trace.
+    spans = assert_one_tree(debates, job)
+    assert {s["attributes"].get(otel.STEP_ID) for s in spans} >= set(ids)
 
 
 def test_a_threshold_above_one_runs_every_round(debates: RunningFleet) -> None:

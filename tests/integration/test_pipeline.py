@@ -13,10 +13,12 @@ import pytest
 from typer.testing import CliRunner
 
 from fleetline.producer.cli import app as cli
+from fleetline.shared import otel
 from fleetline.shared.pipeline_state import PipelineStore, parse_table, resumed_table
 from fleetline.shared.round_trip import RoundTrip
 from fleetline.shared.schemas import JobResult, JobStatus
 from tests.integration.conftest import ROOT, FleetFactory, RunningFleet
+from tests.integration.trace_checks import assert_one_tree
 
 pytestmark = pytest.mark.integration
 
@@ -127,6 +129,11 @@ def test_a_pipeline_failed_at_analyse_resumes_without_running_its_first_stages_a
     actions = [e.action for e in pipelines.store.audit(job.job_id)]
     assert actions.count("resumed") == 1 and actions.count("finalised") == 2
     assert actions.count("checkpointed") == 4 and actions.count("stage_failed") == 1
+    # Both runs' stages are spans of the job's one trace (the resume continued it).
+    spans = assert_one_tree(pipelines, job)
+    names = {s["attributes"].get(otel.STEP_ID): s["name"] for s in spans}
+    assert names["analyse:r2"] == "invoke_agent analysis"
+    assert names["enrich"] == "execute_tool entity_lookup"
 
     # A succeeded job runs again only from a named stage.
     refused = _cli("resume", job.job_id)

@@ -15,7 +15,6 @@ import re
 import shutil
 import subprocess
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from fleetline.shared.settings import get_settings, load_settings
 from fleetline.shared.trace_store import load_trace, queue_spans
 from tests.integration.conftest import ROOT, FleetFactory, RunningFleet, _databases
 from tests.integration.otlp_receiver import OtlpReceiver, start_otlp_receiver
+from tests.integration.trace_checks import children_of, subtree
 
 pytestmark = pytest.mark.integration
 
@@ -121,20 +121,6 @@ def fleetline(fleet: RunningFleet, *args: str) -> str:
     result = runner.invoke(cli, list(args), env={"FLEETLINE_REDIS_URL": fleet.settings.redis.url})
     assert result.exit_code == 0, result.output
     return result.stdout
-
-
-def children_of(spans: list[dict[str, Any]]) -> dict[str | None, list[dict[str, Any]]]:
-    found: dict[str | None, list[dict[str, Any]]] = defaultdict(list)
-    for s in spans:
-        found[s["parent_id"]].append(s)
-    return found
-
-
-def subtree(span: dict[str, Any], children: dict[str | None, list[dict[str, Any]]]) -> list[Any]:
-    below = [span]
-    for child in children.get(span["span_id"], []):
-        below += subtree(child, children)
-    return below
 
 
 def test_the_trace_is_one_tree_rooted_at_the_submit(
