@@ -28,7 +28,7 @@ from fleetline.shared.round_trip import RoundTrip
 from fleetline.shared.schemas import JobSpec, JobStatus, OutcomeStatus
 from fleetline.workers.run import SubtaskRun, closing_guards
 from fleetline.workers.runtime import WorkerRuntime, get_runtime
-from fleetline.workers.task import STORE_RETRIES, drive_closing, start_run
+from fleetline.workers.task import drive_closing, retry_after_outage, start_run
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,7 @@ def run_turn(task: Task, raw: dict[str, Any]) -> dict[str, Any]:
     try:
         return _turn(task, message, get_runtime())
     except RedisError as exc:
-        log.warning("Redis unavailable for a turn of %s, retrying: %s", message.job_id, exc)
-        raise task.retry(countdown=1.0, max_retries=STORE_RETRIES) from exc
+        raise retry_after_outage(task, f"a turn of {message.job_id}", exc) from exc
 
 
 def run_judge(task: Task, raw: dict[str, Any]) -> dict[str, Any]:
@@ -52,8 +51,7 @@ def run_judge(task: Task, raw: dict[str, Any]) -> dict[str, Any]:
     try:
         return _judge(task, message, get_runtime())
     except RedisError as exc:
-        log.warning("Redis unavailable for the judge of %s, retrying: %s", message.job_id, exc)
-        raise task.retry(countdown=1.0, max_retries=STORE_RETRIES) from exc
+        raise retry_after_outage(task, f"the judge of {message.job_id}", exc) from exc
 
 
 def _planned(

@@ -27,7 +27,7 @@ from fleetline.shared.round_trip import RoundTrip
 from fleetline.shared.schemas import JobSpec, JobStatus, OutcomeStatus, SubtaskOutcome
 from fleetline.workers.run import SubtaskRun
 from fleetline.workers.runtime import WorkerRuntime, get_runtime
-from fleetline.workers.task import STORE_RETRIES, drive_closing, start_run
+from fleetline.workers.task import drive_closing, retry_after_outage, start_run
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,7 @@ def run_stage(task: Task, raw: dict[str, Any]) -> dict[str, Any]:
     try:
         return _stage(task, message, get_runtime())
     except RedisError as exc:
-        log.warning("Redis unavailable for a stage of %s, retrying: %s", message.job_id, exc)
-        raise task.retry(countdown=1.0, max_retries=STORE_RETRIES) from exc
+        raise retry_after_outage(task, f"a stage of {message.job_id}", exc) from exc
 
 
 def _stage(task: Task, message: StageMessage, runtime: WorkerRuntime) -> dict[str, Any]:

@@ -79,9 +79,7 @@ def run_subtask(task: Task, raw: dict[str, Any], worker: Agent | Tool) -> dict[s
     try:
         return record(run, drive(task, run)).model_dump(mode="json")
     except RedisError as exc:
-        # Not recorded yet: run again once Redis is back rather than lose it.
-        log.warning("Redis unavailable for %s, retrying: %s", payload.subtask.id, exc)
-        raise task.retry(countdown=1.0, max_retries=STORE_RETRIES) from exc
+        raise retry_after_outage(task, payload.subtask.id, exc) from exc
     finally:
         run.trace.close(run)
 
@@ -138,6 +136,14 @@ def drive(task: Task, run: SubtaskRun, *, may_requeue: bool = True) -> SubtaskOu
             if may_requeue and (wait.requeue or wait.seconds > WAIT_IN_PLACE_S):
                 raise requeue(task, run, wait) from told
             run.wait_for_window(wait.seconds, counted=wait.category == "rate_limit")
+
+
+def retry_after_outage(task: Task, what: str, exc: RedisError) -> Exception:
+    """The Retry that runs the task again once Redis is back: nothing of it is recorded
+    yet, and running it again beats losing it."""
+    log.warning("Redis unavailable for %s, retrying: %s", what, exc)
+    retry: Exception = task.retry(countdown=1.0, max_retries=STORE_RETRIES)
+    return retry
 
 
 def drive_closing(task: Task, run: SubtaskRun) -> SubtaskOutcome:
