@@ -46,6 +46,11 @@ def _errors(status: int, errors: list[tuple[str, str]]) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
+def _unavailable(exc: RedisError) -> HTTPException:
+    """503: Redis did not answer (the refusal's body names why)."""
+    return HTTPException(503, {"error": "unavailable", "reason": str(exc)})
+
+
 class _Callers:
     """Who calls (their key), and the jobs they may see (their tenant's only)."""
 
@@ -60,7 +65,7 @@ class _Callers:
         try:
             found = self.keys.lookup(key.strip()) if scheme.lower() == "bearer" else None
         except RedisError as exc:
-            raise HTTPException(503, {"error": "unavailable", "reason": str(exc)}) from exc
+            raise _unavailable(exc) from exc
         if found is None:
             raise HTTPException(
                 401, {"error": "unauthorized"}, headers={"WWW-Authenticate": "Bearer"}
@@ -76,7 +81,7 @@ class _Callers:
                 keys=[keys.api_bucket(who.key_id)], args=[time.time(), s.rate_per_s, s.burst]
             )
         except RedisError as exc:
-            raise HTTPException(503, {"error": "unavailable", "reason": str(exc)}) from exc
+            raise _unavailable(exc) from exc
         if not int(taken):
             retry = str(max(1, math.ceil(int(wait_ms) / 1000)))
             raise HTTPException(429, {"error": "rate_limited"}, headers={"Retry-After": retry})
@@ -88,7 +93,7 @@ class _Callers:
         except JobNotFound:
             job = None
         except RedisError as exc:
-            raise HTTPException(503, {"error": "unavailable", "reason": str(exc)}) from exc
+            raise _unavailable(exc) from exc
         if job is None or job.tenant != who.tenant:
             raise HTTPException(404, {"error": "not_found", "job_id": job_id})
         return job
@@ -204,7 +209,7 @@ def make_api(settings: FleetlineSettings, producer: Producer | None = None) -> F
         try:
             found = load_trace(producer.store.client, job_id)
         except RedisError as exc:
-            raise HTTPException(503, {"error": "unavailable", "reason": str(exc)}) from exc
+            raise _unavailable(exc) from exc
         if found is None:
             # Tracing off (FLEETLINE_TRACE_STORE=off), or the trace has expired.
             raise HTTPException(404, {"error": "no_trace", "job_id": job_id})
