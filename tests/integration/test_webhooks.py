@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,16 +27,15 @@ from fleetline import SIGNATURE_HEADER, TIMESTAMP_HEADER, JobStatus, SpecError, 
 from fleetline.producer.api_keys import ApiKeys
 from fleetline.shared import keys
 from fleetline.shared.api_settings import ApiSettings
-from fleetline.shared.embedded_redis import free_port
 from fleetline.shared.state import AuditEntry, StateStore
 from fleetline.workers.callbacks import CallbackSender
 from tests.integration.conftest import FleetFactory, RunningFleet
+from tests.integration.served_api import serving
 from tests.integration.test_cost_control import brief
 
 pytestmark = pytest.mark.integration
 
 SECRET = "whsec-test-0123456789abcdef"
-FLEETLINE = str(Path(sys.executable).with_name("fleetline"))
 TENANTS = ("acme", "initech", "globex")
 
 
@@ -146,27 +142,8 @@ def verified(request: Received) -> bool:
 @pytest.fixture
 def serve(fleet: RunningFleet) -> Iterator[httpx.Client]:
     """`fleetline serve` for the fleet, as a client of its base URL."""
-    port = free_port()
-    server = subprocess.Popen(
-        [FLEETLINE, "serve", "--port", str(port)],
-        env=fleet.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if http.get("/v1/healthz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert server.poll() is None and time.monotonic() < deadline, "serve did not start"
-        time.sleep(0.2)
-    yield http
-    http.close()
-    server.terminate()
-    server.wait(timeout=10)
+    with serving(fleet) as served:
+        yield served.http
 
 
 def _spec(**extra: object) -> dict[str, object]:
