@@ -13,7 +13,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,6 +161,17 @@ def kill(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def killer(victims: Callable[[], Iterable[int]], seed: int) -> Callable[[], bool]:
+    """An action that SIGKILLs one of `victims()` picked at random (False: none to kill)."""
+    pick = random.Random(seed)
+
+    def kill_one() -> bool:
+        found = sorted(victims())
+        return bool(found) and kill(pick.choice(found))
+
+    return kill_one
 
 
 def research_spec(n: int, tenant: str = "chaos", **extra: Any) -> dict[str, Any]:

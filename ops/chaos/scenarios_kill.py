@@ -4,14 +4,14 @@ restarted and killed, and a spend limit raced by tenants while workers die."""
 from __future__ import annotations
 
 import json
-import random
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fleetline.shared.ledger import Ledger, Window
 from ops.bench.context import worker_types
 from ops.chaos.checks import Account, account
-from ops.chaos.harness import ChaosFleet, JobStream, every, kill, research_spec
+from ops.chaos.harness import ChaosFleet, JobStream, every, killer, research_spec
 from ops.chaos.run import Run
 
 
@@ -40,19 +40,7 @@ def kill_children(run: Run) -> Account:
         "FLEETLINE_WORKERS__CLASSIFICATION__CONCURRENCY": "3",
     }
     fleet = run.fleet("kill_children", **short_visibility(), **prefork)
-    rng = random.Random(1)
-
-    def kill_one() -> bool:
-        children = fleet.pool_children()
-        return bool(children) and kill(rng.choice(children))
-
-    stream = JobStream(fleet.producer).start(run.rate, run.fault_s)
-    killed = every(0.4, run.fault_s, kill_one)
-    stream.join()
-    healed = time.time()
-    out = account(fleet, run.client(fleet), stream.jobs, healed_at=healed)
-    out.notes.append(f"{killed} pool children SIGKILLed")
-    return out
+    return _killed_while_streaming(run, fleet, fleet.pool_children, 0.4, 1, "pool children")
 
 
 def kill_workers(run: Run) -> Account:
@@ -71,18 +59,28 @@ def kill_workers(run: Run) -> Account:
 
 
 def _kill_workers_on(run: Run, fleet: ChaosFleet, period_s: float) -> Account:
-    rng = random.Random(2)
+    def workers() -> Iterable[int]:
+        return fleet.worker_pids().values()
 
-    def kill_one() -> bool:
-        workers = fleet.worker_pids()
-        return bool(workers) and kill(rng.choice(sorted(workers.values())))
+    out = _killed_while_streaming(run, fleet, workers, period_s, 2, "worker processes")
+    out.notes.append(f"restarts {fleet.supervisor.restarts}")
+    return out
 
+
+def _killed_while_streaming(
+    run: Run,
+    fleet: ChaosFleet,
+    victims: Callable[[], Iterable[int]],
+    period_s: float,
+    seed: int,
+    what: str,
+) -> Account:
+    """A stream of jobs while one of `victims` is SIGKILLed every `period_s`."""
     stream = JobStream(fleet.producer).start(run.rate, run.fault_s)
-    killed = every(period_s, run.fault_s, kill_one)
+    killed = every(period_s, run.fault_s, killer(victims, seed))
     stream.join()
-    healed = time.time()
-    out = account(fleet, run.client(fleet), stream.jobs, healed_at=healed)
-    out.notes.append(f"{killed} worker processes SIGKILLed; restarts {fleet.supervisor.restarts}")
+    out = account(fleet, run.client(fleet), stream.jobs, healed_at=time.time())
+    out.notes.append(f"{killed} {what} SIGKILLed")
     return out
 
 
@@ -136,17 +134,15 @@ def spend_race(run: Run) -> Account:
     probe.stop()
     limit = round(1.5 * job_usd, 9)
     fleet = run.fleet("spend_race", **short_visibility(), FLEETLINE_SPEND_DAILY_USD=f"{limit:.9f}")
-    rng = random.Random(3)
 
     def spec(n: int) -> dict[str, Any]:
         return research_spec(n, tenant=f"t{n % 20}")
 
-    def kill_one() -> bool:
-        workers = fleet.worker_pids()
-        return bool(workers) and kill(rng.choice(sorted(workers.values())))
+    def workers() -> Iterable[int]:
+        return fleet.worker_pids().values()
 
     stream = JobStream(fleet.producer, spec=spec).start(run.rate * 2, run.fault_s / 2)
-    killed = every(3.0, run.fault_s / 2, kill_one)
+    killed = every(3.0, run.fault_s / 2, killer(workers, 3))
     stream.join()
     out = account(fleet, run.client(fleet), stream.jobs, refused=stream.refused)
     day = Ledger(run.client(fleet)).spend_report(Window.DAY).fleet
