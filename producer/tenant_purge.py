@@ -10,12 +10,14 @@ still running would write its outcome and its charge back after the purge.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 
 from fleetline.producer.api_keys import ApiKeys
 from fleetline.shared import keys
@@ -79,19 +81,28 @@ def _scan(client: redis.Redis, match: str, type_: str | None = None) -> Iterator
         yield _text(key)
 
 
-def _tenant_jobs(client: redis.Redis, tenant: str) -> dict[str, str]:
-    """The tenant's job ids, each with its status."""
-    found: dict[str, str] = {}
-    job_keys = [k for k in _scan(client, f"{keys.PREFIX}:job:*", "hash") if k.endswith("}")]
-    for start in range(0, len(job_keys), _BATCH):
-        chunk = job_keys[start : start + _BATCH]
+def _read_each(
+    client: redis.Redis, names: Iterable[str], read: Callable[[Pipeline, str], object]
+) -> Iterator[tuple[str, Any]]:
+    """Each key with what `read` queues for it, _BATCH keys a round trip."""
+    pending = iter(names)
+    while chunk := list(itertools.islice(pending, _BATCH)):
         pipe = client.pipeline(transaction=False)
         for key in chunk:
-            pipe.hmget(key, "tenant", "status")
-        for key, (owner, status) in zip(chunk, pipe.execute(), strict=True):
-            if owner is not None and _text(owner) == tenant:
-                found[_job_id(key)] = _text(status or b"")
-    return found
+            read(pipe, key)
+        yield from zip(chunk, pipe.execute(), strict=True)
+
+
+def _tenant_jobs(client: redis.Redis, tenant: str) -> dict[str, str]:
+    """The tenant's job ids, each with its status."""
+    job_keys = (k for k in _scan(client, f"{keys.PREFIX}:job:*", "hash") if k.endswith("}"))
+    return {
+        _job_id(key): _text(status or b"")
+        for key, (owner, status) in _read_each(
+            client, job_keys, lambda pipe, key: pipe.hmget(key, "tenant", "status")
+        )
+        if owner is not None and _text(owner) == tenant
+    }
 
 
 def _job_id(key: str) -> str:
@@ -112,8 +123,12 @@ class _Purge:
     def call_records(self) -> dict[str, str]:
         """The tenant's ledger call records, each with its state (reserved | settled ...)."""
         records: dict[str, str] = {}
-        for key in _scan(self._r, keys.spend_call("*"), "hash"):
-            state, counters = self._r.hmget(key, "state", "counters")
+        found = _read_each(
+            self._r,
+            _scan(self._r, keys.spend_call("*"), "hash"),
+            lambda pipe, key: pipe.hmget(key, "state", "counters"),
+        )
+        for key, (state, counters) in found:
             scopes = {scope for _, scope in json.loads(_text(counters or b"[]"))}
             if self._scope in scopes:
                 records[key] = _text(state or b"")
@@ -175,8 +190,8 @@ class _Purge:
     def _cache(self) -> None:
         """Entries the tenant's calls made (an entry names whose call made it)."""
         owned: list[str] = []
-        for key in _scan(self._r, keys.cache_entry("*"), "string"):
-            raw = self._r.get(key)
+        entries = _scan(self._r, keys.cache_entry("*"), "string")
+        for key, raw in _read_each(self._r, entries, lambda pipe, key: pipe.get(key)):
             try:
                 entry = json.loads(raw) if raw is not None else {}
             except ValueError:
