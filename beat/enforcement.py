@@ -29,7 +29,7 @@ import redis
 from fleetline.shared import keys
 from fleetline.shared.killswitch import KillSwitches, SwitchState, read_enforcement
 from fleetline.shared.ledger import Ledger, SpendSettings, Window
-from fleetline.shared.tracing import report_switch
+from fleetline.shared.sentry import report_switch
 
 if TYPE_CHECKING:
     from celery import Celery

@@ -51,8 +51,8 @@ from fleetline.shared.names import (
     TASK_SCHEDULED_RUN,
 )
 from fleetline.shared.otel import shutdown_tracing
+from fleetline.shared.sentry import init_sentry
 from fleetline.shared.settings import get_settings
-from fleetline.shared.tracing import init_sentry
 from fleetline.workers.callbacks import keep_delivering
 from fleetline.workers.consumer import DeadLetteringConsumer
 from fleetline.workers.fan_in import run_fan_in

@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from fleetline.shared.settings import FleetlineSettings
-from fleetline.shared.tracing import (
+from fleetline.shared.sentry import (
     FILTERED,
     hold_back,
     init_sentry,
@@ -21,6 +20,7 @@ from fleetline.shared.tracing import (
     scrub_event,
     sensitive,
 )
+from fleetline.shared.settings import FleetlineSettings
 
 DOCUMENT = "Acme Corp's confidential merger memo"
 
