@@ -21,7 +21,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from fleetline.shared.breakers import BreakerState, RedisBreakers
-from fleetline.shared.celery_app import PRIORITY_STEPS, fleet_queues
+from fleetline.shared.celery_app import PRIORITY_STEPS, fleet_queues, priority_lists
 from fleetline.shared.errors import StoreUnavailable
 from fleetline.shared.ledger import Ledger, ScopeKind, SpendReport, SpendSettings, Window
 from fleetline.shared.settings import FleetlineSettings
@@ -30,11 +30,6 @@ from fleetline.shared.settings import FleetlineSettings
 BREAKER_VALUES = {BreakerState.CLOSED: 0.0, BreakerState.HALF_OPEN: 1.0, BreakerState.OPEN: 2.0}
 # kombu's hash of delivered, not yet acked messages: [envelope, exchange, routing key].
 UNACKED = Channel.unacked_key
-
-
-def priority_lists(queue: str) -> list[str]:
-    """The Redis lists kombu keeps for `queue`: its name (step 0), then name + sep + step."""
-    return [queue if step == 0 else f"{queue}{Channel.sep}{step}" for step in PRIORITY_STEPS]
 
 
 def queue_depths(client: redis.Redis, queues: Iterable[str]) -> dict[str, int]:

@@ -11,6 +11,7 @@ from typing import Any
 
 from celery import Celery
 from kombu.entity import Exchange, Queue
+from kombu.transport.redis import Channel
 
 from fleetline.shared import transport
 from fleetline.shared.errors import ConfigError
@@ -21,6 +22,12 @@ from fleetline.shared.settings import FleetlineSettings
 # kombu's Redis transport emulates priorities with one list per step; four steps keep
 # BRPOP cheap while still letting urgent jobs overtake a backlog.
 PRIORITY_STEPS = [0, 3, 6, 9]
+
+
+def priority_lists(queue: str) -> list[str]:
+    """The Redis lists kombu keeps for `queue`, one per priority step: the queue's own name
+    for step 0, then `queue + "\\x06\\x16" + step` (its separator) for the others."""
+    return [queue if step == 0 else f"{queue}{Channel.sep}{step}" for step in PRIORITY_STEPS]
 
 
 def redis_target(settings: FleetlineSettings) -> RedisTarget:

@@ -6,10 +6,9 @@ from __future__ import annotations
 import math
 
 from fleetline.producer.cli_local import STOP_MARGIN_S
-from fleetline.shared.celery_app import PRIORITY_STEPS
+from fleetline.shared.celery_app import PRIORITY_STEPS, priority_lists
 from fleetline.shared.policy import WorkerPolicy
 from fleetline.shared.settings import FleetlineSettings
-from fleetline.shared.transport import Channel
 from ops.k8s.names import (
     KEDA_AUTH,
     PROVIDER_KEYS,
@@ -35,12 +34,6 @@ WORKER_PING = (
 # no agent scales to zero.
 MIN_REPLICAS = 1
 MAX_REPLICAS = 10
-
-
-def priority_lists(queue: str) -> list[str]:
-    """The Redis lists kombu's transport keeps for `queue`, one per priority step: the
-    queue's own name for step 0, `queue + "\\x06\\x16" + step` for the others."""
-    return [queue if step == 0 else f"{queue}{Channel.sep}{step}" for step in PRIORITY_STEPS]
 
 
 def trigger_name(step: int) -> str:

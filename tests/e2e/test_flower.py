@@ -16,18 +16,13 @@ import httpx
 import pytest
 import redis
 
-from fleetline.shared.celery_app import PRIORITY_STEPS
+from fleetline.shared.celery_app import priority_lists
 from fleetline.shared.embedded_redis import free_port
 from tests.e2e.test_external_app import FLEETLINE, _env
 
 pytestmark = pytest.mark.integration
 
 AUTH = ("ops", "s3cret-flower")
-
-
-def priority_lists(queue: str) -> list[str]:
-    """kombu's lists of one queue: the queue itself, then `<queue>\\x06\\x16<step>`."""
-    return [queue if step == 0 else f"{queue}\x06\x16{step}" for step in PRIORITY_STEPS]
 
 
 def spec(priority: int) -> dict[str, object]:

@@ -29,9 +29,9 @@ from typing import IO, Any
 import pytest
 import redis
 
-from fleetline.producer.fleet_gauges import FleetGauges, priority_lists
+from fleetline.producer.fleet_gauges import FleetGauges
 from fleetline.shared.breakers import BreakerState, RedisBreakers, breaker_redis
-from fleetline.shared.celery_app import make_celery, redis_target
+from fleetline.shared.celery_app import make_celery, priority_lists, redis_target
 from fleetline.shared.embedded_redis import EmbeddedRedis, free_port
 from fleetline.shared.ledger import Ledger, Window
 from fleetline.shared.schemas import JobResult, JobStatus
