@@ -44,7 +44,7 @@ from fleetline.producer.cli_serve import register as register_serve
 from fleetline.producer.cli_trace import register as register_trace
 from fleetline.producer.cli_trace import waterfall
 from fleetline.producer.submit import Producer, parse_spec
-from fleetline.producer.supervisor import worker_command
+from fleetline.producer.supervisor import flower_command, worker_command
 from fleetline.producer.trace_view import view
 from fleetline.shared.errors import ConfigError
 from fleetline.shared.schemas import JobResult
@@ -98,12 +98,9 @@ def up(
             with sigterm_as_interrupt(), local_redis(settings) as (settings, started):
                 if started:
                     render.notice(f"embedded Redis at [bold]{started}[/]")
-                port = flower_port if flower else None
                 with (
                     host_metrics(settings) as metrics_env,
-                    running_fleet(
-                        settings, child_env(settings, metrics_env), log_dir, port
-                    ) as fleet,
+                    running_fleet(settings, child_env(settings, metrics_env), log_dir) as fleet,
                 ):
                     render.notice(
                         f"fleet [bold]{settings.fleet.name}[/] ({settings.app or 'example'})"
@@ -112,6 +109,8 @@ def up(
                         render.notice(f"{name}: {policy.pool} x {policy.concurrency}")
                     wait_ready(settings)
                     if flower:
+                        # After the workers: Flower lists the queues of those it finds at start.
+                        fleet.add("flower", flower_command(flower_port))
                         render.notice(f"Flower at [bold]http://127.0.0.1:{flower_port}[/]")
                     render.notice("[green]fleet ready[/]; Ctrl-C stops it")
                     restarts: dict[str, int] = {}

@@ -116,15 +116,13 @@ def running_fleet(
     settings: FleetlineSettings,
     env: Mapping[str, str],
     log_dir: str | None = None,
-    flower_port: int | None = None,
 ) -> Iterator[Supervisor]:
-    """Start a worker per agent and tool, and beat (and Flower, given its port); stop them
-    all when the block ends."""
+    """Start a worker per agent and tool, and beat; stop them all when the block ends."""
     if log_dir:
         Path(log_dir).mkdir(parents=True, exist_ok=True)
     fleet = Supervisor()
     try:
-        fleet.start(settings, env, log_dir=log_dir, flower_port=flower_port)
+        fleet.start(settings, env, log_dir=log_dir)
         yield fleet
     finally:
         # A second SIGTERM while stopping must not leave workers behind.

@@ -35,6 +35,7 @@ RESTART_BACKOFF_MAX_S = 30.0
 STABLE_AFTER_S = 60.0
 # Crashes in a row (each within STABLE_AFTER_S of its start) before it is given up on.
 GIVE_UP_AFTER = 8
+FLOWER_INSPECT_TIMEOUT_MS = 5000
 
 
 def worker_command(
@@ -79,6 +80,9 @@ def flower_command(port: int) -> list[str]:
     return [
         sys.executable, "-m", "celery", "-A", "fleetline.workers.app", "flower",
         "--address=127.0.0.1", f"--port={port}",
+        # Its queue list is the workers' that answer its one start-up inspection: give a
+        # busy host's workers the time to.
+        f"--inspect_timeout={FLOWER_INSPECT_TIMEOUT_MS}",
     ]  # fmt: skip
 
 
@@ -107,22 +111,24 @@ class Supervisor:
         with_beat: bool = True,
         log_dir: str | None = None,
         supervise: bool = True,
-        flower_port: int | None = None,
     ) -> None:
-        """Start the processes (Flower too, given its port); with `supervise`, restart any
-        that dies."""
+        """Start the processes; with `supervise`, restart any that dies."""
         self._env = dict(env)
         self._log_dir = log_dir
         for name in worker_types or list(settings.fleet.worker_types):
             self._commands[name] = worker_command(settings, [name], f"{name}-{os.getpid()}")
         if with_beat:
             self._commands["beat"] = beat_command(settings)
-        if flower_port is not None:
-            self._commands["flower"] = flower_command(flower_port)
         for name in self._commands:
             self._spawn(name)
         if supervise:
             threading.Thread(target=self._supervise, name="fleet-supervisor", daemon=True).start()
+
+    def add(self, name: str, command: list[str]) -> None:
+        """Start one more process, supervised as the others are."""
+        with self._lock:
+            self._commands[name] = command
+            self._spawn(name)
 
     def _spawn(self, name: str) -> None:
         out = None
