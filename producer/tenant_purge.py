@@ -10,22 +10,18 @@ still running would write its outcome and its charge back after the purge.
 from __future__ import annotations
 
 import base64
-import itertools
 import json
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import redis
-from redis.client import Pipeline
 
 from fleetline.producer.api_keys import ApiKeys
 from fleetline.shared import keys
+from fleetline.shared.batched_reads import READ_BATCH, read_each, scan_names
 from fleetline.shared.errors import FleetlineError
 from fleetline.shared.schemas import JobStatus
 
-_SCAN_COUNT = 1_000
-_BATCH = 500
 _UNFINISHED = {JobStatus.PENDING.value, JobStatus.RUNNING.value}
 # Celery's Redis result backend: one key per task id, and task ids are `<job id>:<step id>`.
 _RESULT_PREFIX = "celery-task-meta-"
@@ -76,29 +72,12 @@ def purge_tenant(client: redis.Redis, tenant: str) -> PurgeCounts:
     return purge.counts
 
 
-def _scan(client: redis.Redis, match: str, type_: str | None = None) -> Iterator[str]:
-    for key in client.scan_iter(match=match, count=_SCAN_COUNT, _type=type_):
-        yield _text(key)
-
-
-def _read_each(
-    client: redis.Redis, names: Iterable[str], read: Callable[[Pipeline, str], object]
-) -> Iterator[tuple[str, Any]]:
-    """Each key with what `read` queues for it, _BATCH keys a round trip."""
-    pending = iter(names)
-    while chunk := list(itertools.islice(pending, _BATCH)):
-        pipe = client.pipeline(transaction=False)
-        for key in chunk:
-            read(pipe, key)
-        yield from zip(chunk, pipe.execute(), strict=True)
-
-
 def _tenant_jobs(client: redis.Redis, tenant: str) -> dict[str, str]:
     """The tenant's job ids, each with its status."""
-    job_keys = (k for k in _scan(client, f"{keys.PREFIX}:job:*", "hash") if k.endswith("}"))
+    job_keys = (k for k in scan_names(client, f"{keys.PREFIX}:job:*", "hash") if k.endswith("}"))
     return {
         _job_id(key): _text(status or b"")
-        for key, (owner, status) in _read_each(
+        for key, (owner, status) in read_each(
             client, job_keys, lambda pipe, key: pipe.hmget(key, "tenant", "status")
         )
         if owner is not None and _text(owner) == tenant
@@ -123,9 +102,9 @@ class _Purge:
     def call_records(self) -> dict[str, str]:
         """The tenant's ledger call records, each with its state (reserved | settled ...)."""
         records: dict[str, str] = {}
-        found = _read_each(
+        found = read_each(
             self._r,
-            _scan(self._r, keys.spend_call("*"), "hash"),
+            scan_names(self._r, keys.spend_call("*"), "hash"),
             lambda pipe, key: pipe.hmget(key, "state", "counters"),
         )
         for key, (state, counters) in found:
@@ -144,11 +123,11 @@ class _Purge:
         self._cache()
         self._api_keys()
         self._dead_letters()
-        self._delete(list(_scan(self._r, keys.tenant_slots(self._tenant))), "")
+        self._delete(list(scan_names(self._r, keys.tenant_slots(self._tenant))), "")
 
     def _job_keys(self) -> None:
         owned: list[str] = []
-        for key in _scan(self._r, f"{keys.PREFIX}:job:*"):
+        for key in scan_names(self._r, f"{keys.PREFIX}:job:*"):
             if _job_id(key) not in self._jobs:
                 continue
             owned.append(key)
@@ -158,7 +137,7 @@ class _Purge:
                 self.counts.traces += 1
         results = [
             key
-            for key in _scan(self._r, f"{_RESULT_PREFIX}*")
+            for key in scan_names(self._r, f"{_RESULT_PREFIX}*")
             if key[len(_RESULT_PREFIX) :].split(":", 1)[0] in self._jobs
         ]
         self.counts.step_results += len(results)
@@ -174,24 +153,26 @@ class _Purge:
         """The tenant's and its jobs' counters in every hour and day window, and its
         tripped kill switches (their expiry was the reset; the tenant is gone)."""
         prefixes = (f"{self._scope}|", *(f"job:{job_id}|" for job_id in self._jobs))
-        for window in _scan(self._r, f"{keys.PREFIX}:{{spend}}:[hd]:*", "hash"):
+        for window in scan_names(self._r, f"{keys.PREFIX}:{{spend}}:[hd]:*", "hash"):
             fields = [f for f in map(_text, self._r.hkeys(window)) if f.startswith(prefixes)]
             if fields:
                 self._r.hdel(window, *fields)
                 self.counts.spend_records += len({f.rsplit("|", 1)[0] for f in fields})
-        switches = list(_scan(self._r, keys.kill_switch(self._scope, "*")))
+        switches = list(scan_names(self._r, keys.kill_switch(self._scope, "*")))
         if switches:
             self._r.zrem(keys.kill_index(), *switches)
         self._delete(switches, "spend_records")
 
     def _idempotency(self) -> None:
-        self._delete(list(_scan(self._r, keys.idempotency(self._tenant, "*"))), "idempotency_keys")
+        self._delete(
+            list(scan_names(self._r, keys.idempotency(self._tenant, "*"))), "idempotency_keys"
+        )
 
     def _cache(self) -> None:
         """Entries the tenant's calls made (an entry names whose call made it)."""
         owned: list[str] = []
-        entries = _scan(self._r, keys.cache_entry("*"), "string")
-        for key, raw in _read_each(self._r, entries, lambda pipe, key: pipe.get(key)):
+        entries = scan_names(self._r, keys.cache_entry("*"), "string")
+        for key, raw in read_each(self._r, entries, lambda pipe, key: pipe.get(key)):
             try:
                 entry = json.loads(raw) if raw is not None else {}
             except ValueError:
@@ -231,8 +212,8 @@ class _Purge:
         )
 
     def _delete(self, names: list[str], counter: str) -> None:
-        for start in range(0, len(names), _BATCH):
-            removed = int(self._r.delete(*names[start : start + _BATCH]))
+        for start in range(0, len(names), READ_BATCH):
+            removed = int(self._r.delete(*names[start : start + READ_BATCH]))
             if counter:
                 setattr(self.counts, counter, getattr(self.counts, counter) + removed)
 
