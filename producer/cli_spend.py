@@ -166,14 +166,18 @@ def ledger_records(
     ledger: Ledger,
 ) -> Callable[[Sequence[str], Sequence[str]], Mapping[str, CallRecord]]:
     """The reconciliation's loader: the invoice's call records, and every record of its
-    jobs (found with SCAN, kept when the record's own job scope is that job)."""
+    jobs (found with one SCAN, kept when the record's own job scope is that job)."""
 
     def load(call_ids: Sequence[str], jobs: Sequence[str]) -> Mapping[str, CallRecord]:
         records = ledger.call_records(call_ids)
-        for job in jobs:
-            found = ledger.job_call_ids(job, limit=_MAX_RECORDS_PER_JOB)
-            more = ledger.call_records([c for c in found if c not in records])
-            records.update({c: r for c, r in more.items() if r.job_id in ("", job)})
+        # Call id -> the jobs it was found under: read once, whatever the number of jobs.
+        under: dict[str, set[str]] = {}
+        for job, found in ledger.job_call_ids(jobs, limit=_MAX_RECORDS_PER_JOB).items():
+            for call_id in found:
+                if call_id not in records:
+                    under.setdefault(call_id, set()).add(job)
+        more = ledger.call_records(under)
+        records.update({c: r for c, r in more.items() if r.job_id in ("", *under[c])})
         return records
 
     return load

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -22,6 +22,7 @@ from pydantic import Field, NonNegativeFloat
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fleetline.shared import keys
+from fleetline.shared.batched_reads import read_each, scan_names
 from fleetline.shared.rate_limits import RateLimit, rate_arguments
 from fleetline.shared.round_trip import RoundTrip, one_reply
 from fleetline.shared.scripts import load_script
@@ -496,31 +497,36 @@ class Ledger:
         """A job's lifetime spend and holds."""
         return _scopes(self._r.hgetall(keys.spend_job(job_id))).get(f"job:{job_id}", ScopeSpend())
 
-    def call_records(self, call_ids: Sequence[str]) -> dict[str, CallRecord]:
-        """The records of these call ids that exist (read only, in one round trip)."""
-        pipe = self._r.pipeline(transaction=False)
-        for call_id in call_ids:
-            pipe.hgetall(keys.spend_call(call_id))
+    def call_records(self, call_ids: Iterable[str]) -> dict[str, CallRecord]:
+        """The records of these call ids that exist (read only, READ_BATCH a round trip)."""
+        replies = read_each(
+            self._r, call_ids, lambda pipe, call_id: pipe.hgetall(keys.spend_call(call_id))
+        )
         found = {}
-        for call_id, raw in zip(call_ids, pipe.execute() if call_ids else [], strict=True):
+        for call_id, raw in replies:
             record = parse_call_record(call_id, raw)
             if record is not None:
                 found[call_id] = record
         return found
 
-    def job_call_ids(self, job_id: str, limit: int = 100_000) -> list[str]:
-        """The call ids whose records start with `<job_id>:` (a SCAN: for operator commands).
+    def job_call_ids(self, job_ids: Iterable[str], limit: int = 100_000) -> dict[str, list[str]]:
+        """Each job's call ids: those of the records that start with `<job_id>:`, at most
+        `limit` a job (one SCAN of the ledger's records, whatever the number of jobs: for
+        operator commands).
 
         Call ids are `<job>:<step>:<attempt>:<model>[...]`; the records' own job scope says
-        whose they are (another job's id may start with this one's).
+        whose they are (another job's id may start with this one's, so a call id can be
+        under two of the jobs).
         """
+        found: dict[str, list[str]] = {job: [] for job in job_ids}
+        if not found:
+            return found
         prefix = keys.spend_call("")
-        pattern = keys.spend_call(_glob_escape(job_id) + ":*")
-        found = []
-        for key in self._r.scan_iter(match=pattern, count=1000):
-            found.append(_text(key)[len(prefix) :])
-            if len(found) >= limit:
-                break
+        for key in scan_names(self._r, keys.spend_call("*")):
+            call_id = key[len(prefix) :]
+            for job in _jobs_under(call_id, found):
+                if len(found[job]) < limit:
+                    found[job].append(call_id)
         return found
 
 
@@ -566,9 +572,13 @@ def parse_call_record(call_id: str, raw: dict[Any, Any]) -> CallRecord | None:
     )
 
 
-def _glob_escape(text: str) -> str:
-    """`text` matched literally by a Redis MATCH pattern."""
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+def _jobs_under(call_id: str, jobs: Container[str]) -> Iterator[str]:
+    """The jobs of `jobs` whose `<job>:` the call id starts with."""
+    end = call_id.find(":")
+    while end >= 0:
+        if call_id[:end] in jobs:
+            yield call_id[:end]
+        end = call_id.find(":", end + 1)
 
 
 def _scopes(raw: dict[Any, Any]) -> dict[str, ScopeSpend]:
