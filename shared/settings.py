@@ -33,6 +33,7 @@ from fleetline.shared.policy import WorkerPolicy
 from fleetline.shared.rate_limits import RateLimit
 from fleetline.shared.scheduled import ScheduleSettings
 from fleetline.shared.secret_files import read_secret_files
+from fleetline.shared.supervisor_settings import SupervisorSettings
 
 if TYPE_CHECKING:
     from fleetline.shared.fleet import FleetDefinition
@@ -339,6 +340,7 @@ class FleetlineSettings(BaseSettings):
     spend: SpendSettings = Field(default_factory=SpendSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
     trace: TraceSettings = Field(default_factory=TraceSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
@@ -512,6 +514,7 @@ _GROUPS: tuple[type[BaseSettings], ...] = (
     SpendSettings,
     CacheSettings,
     BreakerSettings,
+    SupervisorSettings,
     KillSwitchSettings,
     ScheduleSettings,
     CelerySettings,

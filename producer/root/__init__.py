@@ -21,6 +21,14 @@ repository's folders are mapped under it as `fleetline.producer`, `fleetline.wor
 from fleetline.fleet import Fleet
 from fleetline.producer.client import ApiError, AsyncClient, Client
 from fleetline.producer.handle import JobHandle
+from fleetline.shared.action_policies import (
+    ActionContext,
+    AllowedHosts,
+    AmountLimit,
+    Match,
+    PiiCheck,
+    Rule,
+)
 from fleetline.shared.errors import (
     ConfigError,
     FleetlineError,
@@ -45,6 +53,7 @@ from fleetline.shared.fleet import (
     lexical_agree,
     pipeline,
     stage,
+    supervised,
 )
 from fleetline.shared.schemas import JobResult, JobSpec, JobStatus, OutcomeStatus, SubtaskOutcome
 from fleetline.shared.webhooks import (
@@ -57,7 +66,10 @@ from fleetline.shared.webhooks import (
 __all__ = [
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
+    "ActionContext",
     "Agent",
+    "AllowedHosts",
+    "AmountLimit",
     "ApiError",
     "AsyncClient",
     "Client",
@@ -71,11 +83,14 @@ __all__ = [
     "JobSpec",
     "JobStatus",
     "KillSwitchTripped",
+    "Match",
     "OutcomeStatus",
     "PermanentToolError",
+    "PiiCheck",
     "Plan",
     "PlanError",
     "RetryableToolError",
+    "Rule",
     "SpecError",
     "Stage",
     "Step",
@@ -89,5 +104,6 @@ __all__ = [
     "pipeline",
     "sign_webhook",
     "stage",
+    "supervised",
     "verify_webhook",
 ]

@@ -6,6 +6,7 @@ from fleetline.shared.fleet.definition import FleetDefinition
 from fleetline.shared.fleet.loading import DEFAULT_APP, load_fleet
 from fleetline.shared.fleet.pipeline import Stage, StageInputError, pipeline, stage
 from fleetline.shared.fleet.plan import Plan, PlanError, Step, fan_out
+from fleetline.shared.fleet.supervised import ProposedAction, Supervision, supervised
 
 __all__ = [
     "DEFAULT_APP",
@@ -15,9 +16,11 @@ __all__ = [
     "JobKind",
     "Plan",
     "PlanError",
+    "ProposedAction",
     "Stage",
     "StageInputError",
     "Step",
+    "Supervision",
     "Tool",
     "debate",
     "fan_out",
@@ -25,4 +28,5 @@ __all__ = [
     "load_fleet",
     "pipeline",
     "stage",
+    "supervised",
 ]

@@ -195,6 +195,12 @@ class FleetDefinition:
                     f"step {step.id!r} names {type(step.worker).__name__.lower()} "
                     f"{step.worker_type!r}, which fleet {self.name} does not declare"
                 )
+        if plan.supervision is not None:
+            for name, tool in plan.supervision.tools.items():
+                if self.tools.get(name) is not tool:
+                    raise ConfigError(
+                        f"action tool {name!r} is not a tool fleet {self.name} declares"
+                    )
         return plan
 
     # --- checks -------------------------------------------------------------------------

@@ -9,6 +9,8 @@ shape, and never calls a model, a tool or Redis. Three shapes:
   output of the one before.
 - `debate` (`shared.fleet.debate`): agents answer in rounds until they agree, then a
   judge reads the history.
+- `supervised` (`shared.fleet.supervised`): agents draft actions in parallel; each action
+  runs only once the supervisor's policies (or a reviewer) approve it, and at most once.
 
 Workers plan a job again from its stored spec when they need its shape (a stage's input
 model, a debate's `agree`): the same input gives the same plan.
@@ -23,8 +25,9 @@ if TYPE_CHECKING:
     from fleetline.shared.fleet.debate import DebateRules
     from fleetline.shared.fleet.declarations import Agent, Tool
     from fleetline.shared.fleet.pipeline import Stage
+    from fleetline.shared.fleet.supervised import Supervision
 
-Shape = Literal["fan_out", "pipeline", "debate"]
+Shape = Literal["fan_out", "pipeline", "debate", "supervised"]
 
 
 class PlanError(ValueError):
@@ -53,8 +56,9 @@ class Step:
 class Plan:
     """The steps of a job in a shape the fleet knows how to run.
 
-    `stages` (a pipeline's, one per step) and `rules` (a debate's) say how the shape runs;
-    `pipeline()` and `debate()` fill them.
+    `stages` (a pipeline's, one per step), `rules` (a debate's) and `supervision` (a
+    supervised plan's) say how the shape runs; `pipeline()`, `debate()` and `supervised()`
+    fill them.
     """
 
     steps: tuple[Step, ...]
@@ -62,6 +66,7 @@ class Plan:
     shape: Shape = "fan_out"
     stages: tuple[Stage, ...] = ()
     rules: DebateRules | None = None
+    supervision: Supervision | None = None
 
     def __post_init__(self) -> None:
         # A plan built by hand gets the checks fan_out makes: ids become Celery task ids.
@@ -75,6 +80,10 @@ class Plan:
             raise PlanError("a pipeline is its stages, one per step, with no then-step")
         if self.shape == "debate" and self.rules is None:
             raise PlanError("a debate needs its rules (build it with debate())")
+        if self.shape == "supervised" and (self.supervision is None or self.then is not None):
+            raise PlanError(
+                "a supervised plan is its drafts and tools (build it with supervised())"
+            )
         seen: set[str] = set()
         for step in self.all_steps():
             if not isinstance(step, Step):
