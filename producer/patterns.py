@@ -1,7 +1,9 @@
-"""Submitting a pipeline or a debate: the edge checks, the record's fields, the first step.
+"""Submitting a pipeline, a debate or a supervised job: the edge checks, the record's
+fields, the first steps.
 
 A fan-out is sent whole as one chord; a pipeline sends its first stage, a debate its first
-round, and the workers send the rest as each stage or round closes.
+round, a supervised job its drafts, and the workers send the rest as each stage or round
+closes (or as the supervisor approves each action).
 """
 
 from __future__ import annotations
@@ -15,7 +17,14 @@ from fleetline.shared.debate_state import first_pattern
 from fleetline.shared.errors import SpecError
 from fleetline.shared.fleet import Plan
 from fleetline.shared.fleet.debate import round_step_id
-from fleetline.shared.pattern_messages import StageMessage, TurnMessage, send_stage, send_turn
+from fleetline.shared.pattern_messages import (
+    DraftMessage,
+    StageMessage,
+    TurnMessage,
+    send_draft,
+    send_stage,
+    send_turn,
+)
 from fleetline.shared.pipeline_state import first_table, table_json
 from fleetline.shared.schemas import JobSpec
 from fleetline.shared.settings import FleetlineSettings
@@ -23,7 +32,27 @@ from fleetline.shared.settings import FleetlineSettings
 
 def check(plan: Plan, spec: JobSpec, settings: FleetlineSettings) -> None:
     """Refuse what the plan's shape cannot run: a debate whose first round and judge may
-    cost more than the job's budget (its first round is reserved before it runs)."""
+    cost more than the job's budget (its first round is reserved before it runs); a
+    supervised job whose deadline would end it before a review times out."""
+    if plan.shape == "supervised":
+        profile = settings.latency_profiles[
+            spec.latency_profile or settings.default_latency_profile
+        ]
+        deadline_s = spec.deadline_s or profile.total_s
+        own = plan.supervision.review_timeout_s if plan.supervision is not None else None
+        timeout_s = settings.supervisor.timeout_for(own)
+        if deadline_s <= timeout_s:
+            raise SpecError(
+                [
+                    (
+                        "deadline_s",
+                        f"{deadline_s:g}s is not longer than the review timeout "
+                        f"({timeout_s:g}s, FLEETLINE_SUPERVISOR_REVIEW_TIMEOUT_S): an action "
+                        "waiting for review would outlive its job",
+                    )
+                ]
+            )
+        return
     if plan.shape != "debate":
         return
     usd, tokens = round_bound(settings, plan, [])
@@ -50,6 +79,8 @@ def record_fields(plan: Plan) -> dict[str, str]:
             "pattern": json.dumps(first_pattern()),
             "subtask_ids": json.dumps([round_step_id(s.id, 1) for s in plan.steps]),
         }
+    if plan.shape == "supervised":
+        return {"drafts_open": str(len(plan.steps)), "actions_open": "0", "waiting_for": "[]"}
     return {}
 
 
@@ -63,7 +94,8 @@ def send_first(
     priority: int,
     trace: dict[str, str],
 ) -> None:
-    """Send a pipeline's first stage, or a debate's first round (`trace`: the job's trace
+    """Send a pipeline's first stage, a debate's first round or a supervised job's drafts
+    (`trace`: the job's trace
     context, which every later message of the job carries on)."""
     job: dict[str, object] = {
         "job_id": job_id,
@@ -79,6 +111,10 @@ def send_first(
         first = plan.stages[0]
         message = StageMessage.model_validate({**job, "run": 1, "index": 0})
         send_stage(app, settings, message, first.step, first.name)
+        return
+    if plan.shape == "supervised":
+        for index, step in enumerate(plan.steps):
+            send_draft(app, settings, DraftMessage.model_validate({**job, "index": index}), step)
         return
     for index, step in enumerate(plan.steps):
         turn = TurnMessage.model_validate({**job, "round": 1, "agent": index})

@@ -58,6 +58,21 @@ def job_rounds(job_id: str) -> str:
     return f"{PREFIX}:job:{{{job_id}}}:rounds"
 
 
+def job_actions(job_id: str) -> str:
+    """HASH: a supervised job's action log and side-effect ledger: `<action id>` -> the
+    reviewed action (JSON, written once), `<action id>:<field>` -> its decision, state
+    (waiting, pending, started, done, failed, closed), reviewer, attempts, result; and
+    `draft:<step id>` once a draft's actions were reviewed. TTL as job_checkpoints."""
+    return f"{PREFIX}:job:{{{job_id}}}:actions"
+
+
+def review_deadlines() -> str:
+    """ZSET: `<job id> <action id>` of every action waiting for a reviewer, scored by when
+    its review times out; every worker's watchdog rejects the overdue ones. Members leave
+    when decided; no TTL (it is the fleet's own, and empty when nothing waits)."""
+    return f"{PREFIX}:review_deadlines"
+
+
 def attempt_charged(job_id: str, subtask_id: str, attempt: int) -> str:
     """STRING: set once a retried attempt's charges were added to its job's cost (so the
     closing trip run again after a lost reply adds nothing); TTL CLOSING_ONCE_TTL_S."""

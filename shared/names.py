@@ -22,6 +22,10 @@ TASK_FAN_IN = "fleetline.fan_in"
 TASK_PIPELINE_STAGE = "fleetline.pipeline_stage"
 TASK_DEBATE_TURN = "fleetline.debate_turn"
 TASK_DEBATE_JUDGE = "fleetline.debate_judge"
+# A supervised job's drafts (on their agent's queue) and its approved actions (on their
+# tool's): a draft's close reviews its actions and sends the approved ones.
+TASK_SUPERVISED_DRAFT = "fleetline.supervised_draft"
+TASK_SUPERVISED_ACTION = "fleetline.supervised_action"
 TASK_REAP_DEADLINES = "fleetline.reap_deadlines"
 TASK_KILLSWITCH_CHECK = "fleetline.killswitch_check"
 TASK_SCHEDULED_RUN = "fleetline.scheduled_run"

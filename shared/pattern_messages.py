@@ -1,4 +1,5 @@
-"""The messages of a pipeline's stages and a debate's turns, and how they are sent.
+"""The messages of a pipeline's stages, a debate's turns and a supervised job's drafts and
+actions, and how they are sent.
 
 Unlike a fan-out's chord, a pipeline or a debate sends its steps one round at a time: the
 producer sends the first, and the task that closes a stage or a round sends the next. Each
@@ -15,7 +16,13 @@ from celery import Celery
 from pydantic import BaseModel, ConfigDict, Field
 
 from fleetline.shared.fleet import Step, Tool
-from fleetline.shared.names import TASK_DEBATE_JUDGE, TASK_DEBATE_TURN, TASK_PIPELINE_STAGE
+from fleetline.shared.names import (
+    TASK_DEBATE_JUDGE,
+    TASK_DEBATE_TURN,
+    TASK_PIPELINE_STAGE,
+    TASK_SUPERVISED_ACTION,
+    TASK_SUPERVISED_DRAFT,
+)
 from fleetline.shared.schemas import StepKind, SubtaskPayload, SubtaskSpec
 from fleetline.shared.settings import FleetlineSettings
 
@@ -67,6 +74,18 @@ class TurnMessage(JobMessage):
     agent: int | None = Field(default=None, ge=0)
 
 
+class DraftMessage(JobMessage):
+    """One draft of a supervised job: the agent step whose actions are reviewed."""
+
+    index: int = Field(ge=0)
+
+
+class ActionMessage(JobMessage):
+    """One approved action of a supervised job, to run on its tool's queue."""
+
+    action_id: str
+
+
 def subtask_spec(
     step: Step,
     settings: FleetlineSettings,
@@ -105,6 +124,20 @@ def send_turn(
     """Send one debate turn (or, with `message.agent` None, the judge) to its agent's queue."""
     task = TASK_DEBATE_JUDGE if message.agent is None else TASK_DEBATE_TURN
     _send(app, settings, task, message, step, step_id)
+
+
+def send_draft(app: Celery, settings: FleetlineSettings, message: DraftMessage, step: Step) -> None:
+    """Send one draft of a supervised job to its agent's queue."""
+    _send(app, settings, TASK_SUPERVISED_DRAFT, message, step, step.id)
+
+
+def send_action(
+    app: Celery, settings: FleetlineSettings, message: ActionMessage, tool: Tool, step_id: str
+) -> None:
+    """Send one approved action to its tool's queue (a second send of it runs nothing
+    twice: the side-effect ledger decides)."""
+    step = tool.step(step_id)
+    _send(app, settings, TASK_SUPERVISED_ACTION, message, step, step_id)
 
 
 def _send(

@@ -83,6 +83,10 @@ class SupervisorSettings(BaseSettings):
             raise ValueError("review_above must not be above deny_above")
         return self
 
+    def timeout_for(self, own: float | None) -> float:
+        """How long an action waits for review: its plan's own timeout, else this one."""
+        return own if own is not None else self.review_timeout_s
+
     def rules(self) -> list[Rule]:
         """The rules these settings make."""
         made: list[Rule] = [AllowedHosts(hosts=tuple(self.allowed_hosts))]

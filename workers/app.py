@@ -49,6 +49,8 @@ from fleetline.shared.names import (
     TASK_PIPELINE_STAGE,
     TASK_REAP_DEADLINES,
     TASK_SCHEDULED_RUN,
+    TASK_SUPERVISED_ACTION,
+    TASK_SUPERVISED_DRAFT,
 )
 from fleetline.shared.otel import shutdown_tracing
 from fleetline.shared.sentry import init_sentry
@@ -56,9 +58,11 @@ from fleetline.shared.settings import get_settings
 from fleetline.workers.callbacks import keep_delivering
 from fleetline.workers.consumer import DeadLetteringConsumer
 from fleetline.workers.fan_in import run_fan_in
+from fleetline.workers.review_expiry import expire_reviews
 from fleetline.workers.rounds import run_judge, run_turn
 from fleetline.workers.runtime import get_runtime
 from fleetline.workers.stages import run_stage
+from fleetline.workers.supervision import run_action, run_draft
 from fleetline.workers.task import register_worker_type
 from fleetline.workers.usage_spool import start_replayer
 
@@ -97,6 +101,17 @@ def debate_judge(self: Task, context: dict[str, Any]) -> dict[str, Any]:
     return run_judge(self, context)
 
 
+# A supervised job's drafts and approved actions, on their agent's and tool's queues.
+@app.task(name=TASK_SUPERVISED_DRAFT, bind=True, ignore_result=True)
+def supervised_draft(self: Task, context: dict[str, Any]) -> dict[str, Any]:
+    return run_draft(self, context)
+
+
+@app.task(name=TASK_SUPERVISED_ACTION, bind=True, ignore_result=True)
+def supervised_action(self: Task, context: dict[str, Any]) -> dict[str, Any]:
+    return run_action(self, context)
+
+
 @app.task(name=TASK_REAP_DEADLINES, ignore_result=True, expires=5)
 def reap_deadlines() -> int:
     return len(_reap() or [])
@@ -105,6 +120,8 @@ def reap_deadlines() -> int:
 def _reap() -> list[str] | None:
     runtime = get_runtime()
     limits = runtime.settings.limits
+    # Reviews time out before their jobs' deadlines: rejected first, the job may end.
+    expire_reviews(runtime.store, runtime.actions, time.time())
     return reap_in_turn(
         runtime.redis,
         runtime.store,

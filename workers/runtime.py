@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from redis.commands.core import Script
 
 from fleetline.shared import otel
+from fleetline.shared.action_state import ActionStore
 from fleetline.shared.breakers import FleetBreaker, RedisBreakers, breaker_name, breaker_redis
 from fleetline.shared.cache import ResultCache
 from fleetline.shared.celery_app import redis_target
@@ -79,6 +80,10 @@ class WorkerRuntime:
     @cached_property
     def debates(self) -> DebateStore:
         return DebateStore(self.redis, self.settings.limits.finished_ttl_s)
+
+    @cached_property
+    def actions(self) -> ActionStore:
+        return ActionStore(self.redis, self.settings.limits.finished_ttl_s)
 
     @cached_property
     def dead_letters(self) -> DeadLetterStore:

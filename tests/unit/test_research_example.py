@@ -75,13 +75,14 @@ def test_the_example_is_the_default_app() -> None:
     assert load_settings().fleet is research.fleet
 
 
-def test_the_fleet_declares_its_agents_the_lookup_tool_and_three_job_kinds() -> None:
+def test_the_fleet_declares_its_agents_its_tools_and_four_job_kinds() -> None:
     fleet = research.fleet
     assert fleet.name == "research"
-    # research_brief's four agents; the pipeline reuses three, the debate brings two.
-    assert sorted(fleet.agents) == sorted([*AGENTS, "debater", "judge"])
-    assert list(fleet.tools) == ["entity_lookup"]
-    assert sorted(fleet.jobs) == ["debate", "document_pipeline", "research_brief"]
+    # research_brief's four agents; the pipeline reuses three, the debate brings two, the
+    # supervised notify one (and its two action tools).
+    assert sorted(fleet.agents) == sorted([*AGENTS, "debater", "judge", "notifier"])
+    assert list(fleet.tools) == ["entity_lookup", "webhook", "email"]
+    assert sorted(fleet.jobs) == ["debate", "document_pipeline", "notify", "research_brief"]
     job = fleet.jobs["research_brief"]
     assert job.input is ResearchBriefInput
     assert job.combine is findings_text
@@ -236,7 +237,8 @@ def test_an_unknown_kind_is_refused_naming_the_known_ones() -> None:
     assert info.value.errors == [
         (
             "kind",
-            "unknown job kind 'weekly_digest' (known: debate, document_pipeline, research_brief)",
+            "unknown job kind 'weekly_digest' (known: debate, document_pipeline, notify, "
+            "research_brief)",
         )
     ]
 

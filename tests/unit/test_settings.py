@@ -15,8 +15,8 @@ from fleetline.shared.settings import (
 )
 
 # The example fleet's agents (the default app).
-# The example fleet's worker types: research_brief's agents, the pipeline's lookup tool and
-# the debate's agents.
+# The example fleet's worker types: research_brief's agents, the pipeline's lookup tool,
+# the debate's agents, and notify's agent and action tools.
 AGENTS = (
     "extraction",
     "classification",
@@ -25,6 +25,9 @@ AGENTS = (
     "entity_lookup",
     "debater",
     "judge",
+    "notifier",
+    "webhook",
+    "email",
 )
 TIERS = ("cheap", "reasoning", "long_context")
 
@@ -63,6 +66,9 @@ def test_default_worker_tiers() -> None:
         "entity_lookup": None,
         "debater": "cheap",
         "judge": "reasoning",
+        "notifier": "cheap",
+        "webhook": None,
+        "email": None,
     }
 
 

@@ -208,5 +208,5 @@ def research_brief(brief: ResearchBriefInput) -> Plan:
 
 
 # The example fleet's other patterns, declared on this fleet by their own modules: a
-# pipeline (document_pipeline) and a debate (debate).
-from fleetline.examples import debate_panel, document_pipeline  # noqa: E402, F401
+# pipeline (document_pipeline), a debate (debate) and a supervised job (notify).
+from fleetline.examples import debate_panel, document_pipeline, notify  # noqa: E402, F401
