@@ -18,6 +18,7 @@ import typer
 
 from fleetline.producer import cli_render as render
 from fleetline.producer.cancel import cancel_job
+from fleetline.producer.cli_actions import register as register_actions
 from fleetline.producer.cli_breakers import breakers_app
 from fleetline.producer.cli_jobs import (
     AppOption,
@@ -252,7 +253,8 @@ def demo(
         str,
         typer.Option(
             "--kind",
-            help="The example job kind to run (research_brief, document_pipeline, debate): "
+            help="The example job kind to run (research_brief, document_pipeline, debate, "
+            "notify): "
             f"its sample spec in {SAMPLES}/.",
         ),
     ] = "research_brief",
@@ -331,8 +333,9 @@ def _finish(
 # trace reads a job like status and audit; killswitch, spend, schedule and dlq are the
 # operator commands, listed after the job commands.
 register_trace(app)
-# resume and diff: a pipeline's runs.
+# resume and diff: a pipeline's runs; approve, reject and actions: a supervised job's.
 register_patterns(app)
+register_actions(app)
 register_ops(app)
 register_serve(app)
 register_metrics(app)

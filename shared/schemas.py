@@ -203,3 +203,5 @@ class JobResult(_Strict):
     created_at: float = 0.0
     finished_at: float | None = None
     deadline_at: float = 0.0
+    # A supervised job's actions waiting for a reviewer (fleetline approve / reject).
+    waiting_for: list[str] = Field(default_factory=list)

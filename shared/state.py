@@ -290,6 +290,7 @@ class StateStore:
             created_at=float(fields.get("created_at", 0.0)),
             finished_at=float(fields["finished_at"]) if fields.get("finished_at") else None,
             deadline_at=float(fields.get("deadline_at", 0.0)),
+            waiting_for=json.loads(fields.get("waiting_for") or "[]"),
         )
 
     def progress(self, job_id: str) -> tuple[JobStatus, int]:
