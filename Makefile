@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 help:
 	@echo "make venv   create .venv and install Fleetline with its dev and bench extras"
 	@echo "make demo   run a research brief end to end on a local fleet (no Redis needed);"
-	@echo "            KIND=document_pipeline or KIND=debate runs that example kind instead"
+	@echo "            KIND=document_pipeline, KIND=debate or KIND=notify runs that example kind instead"
 	@echo "make test   run the test suite"
 	@echo "make lint   ruff check, ruff format --check, mypy"
 	@echo "make bench  run the benchmarks (QUICK=1 for a short run)"
