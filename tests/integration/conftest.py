@@ -63,6 +63,11 @@ class RunningFleet:
     def store(self) -> StateStore:
         return self.producer.store
 
+    @property
+    def worker_types(self) -> list[str]:
+        """The agents and tools this fleet runs a worker of."""
+        return [name for name in self.fleet.processes if name != "beat"]
+
     def wait(self, job_id: str, timeout_s: float = 60.0) -> JobResult:
         """Poll the state store until the job is terminal."""
         deadline = time.monotonic() + timeout_s
@@ -96,12 +101,18 @@ class RunningFleet:
 
 FleetFactory = Callable[..., RunningFleet]
 
+# The workers of the example fleet's research_brief, the kind most tests run: a fleet of
+# the example app starts just these unless the test names its own (every process more
+# costs every test seconds); a fleet of another app starts all of that app's.
+RESEARCH_BRIEF_WORKERS = ["extraction", "classification", "analysis", "synthesis"]
+
 
 @pytest.fixture
 def start_fleet(
     redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[FleetFactory]:
-    """Start worker processes (and beat) with extra FLEETLINE_ settings for this test."""
+    """Start worker processes (and beat) with extra FLEETLINE_ settings for this test: the
+    `worker_types` named, else those of RESEARCH_BRIEF_WORKERS or another app's all."""
     running: list[RunningFleet] = []
 
     def start(
@@ -114,6 +125,8 @@ def start_fleet(
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         settings = load_settings()
+        if worker_types is None and not settings.app:
+            worker_types = RESEARCH_BRIEF_WORKERS
         child_env = {**os.environ, "PYTHONPATH": str(ROOT)}
         fleet = Supervisor()
         log_dir = tmp_path / f"logs-{len(running)}"

@@ -159,7 +159,7 @@ def test_garbage_on_every_queue_is_dead_lettered_and_workers_keep_serving(
         FLEETLINE_CELERY_UNACKED_RESTORE_INTERVAL_S="1",
         FLEETLINE_CELERY_UNACKED_RESTORE_THROTTLE="1",
     )
-    agents = list(fleet.settings.fleet.worker_types)
+    agents = fleet.worker_types
     queues = [*agents, HOUSEKEEPING_QUEUE]
     items = [g for queue in queues for g in garbage_for(queue, agents[0])]
 

@@ -32,7 +32,13 @@ from fleetline.shared.round_trip import RoundTrip
 from fleetline.shared.schemas import JobResult, JobStatus
 from fleetline.shared.settings import get_settings, load_settings
 from fleetline.shared.trace_store import load_trace, queue_spans
-from tests.integration.conftest import ROOT, FleetFactory, RunningFleet, _databases
+from tests.integration.conftest import (
+    RESEARCH_BRIEF_WORKERS,
+    ROOT,
+    FleetFactory,
+    RunningFleet,
+    _databases,
+)
 from tests.integration.otlp_receiver import OtlpReceiver, start_otlp_receiver
 from tests.integration.trace_checks import children_of, subtree
 
@@ -66,8 +72,8 @@ def fleet(
     receiver: OtlpReceiver,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[RunningFleet]:
-    """Every worker type of the example fleet, exporting to `receiver`, on a database of
-    its own; the producer (this process) exports too."""
+    """The research brief's workers of the example fleet, exporting to `receiver`, on a
+    database of its own; the producer (this process) exports too."""
     folder = tmp_path_factory.mktemp("traced")
     with pytest.MonkeyPatch.context() as env:
         env.setenv(
@@ -83,10 +89,10 @@ def fleet(
         supervisor = Supervisor()
         log_dir = folder / "logs"
         log_dir.mkdir()
-        supervisor.start(settings, child_env, None, False, log_dir=str(log_dir))
+        supervisor.start(settings, child_env, RESEARCH_BRIEF_WORKERS, False, log_dir=str(log_dir))
         handle = RunningFleet(settings, Producer.from_settings(settings), supervisor, log_dir)
         try:
-            handle.wait_ready(list(settings.fleet.worker_types))
+            handle.wait_ready(RESEARCH_BRIEF_WORKERS)
             yield handle
         finally:
             supervisor.stop()
