@@ -34,6 +34,10 @@ log = logging.getLogger("ops.chaos")
 DATABASES = 64
 # Every run of the sim: some latency, and one call in ten failing (retried by the fleet).
 SIM_ENV = {"FLEETLINE_SIM_LATENCY_MS": "40", "FLEETLINE_SIM_ERROR_RATE": "0.1"}
+# The workers of the research brief, the one kind the scenarios stream: a fleet starts
+# these unless a scenario names others (the example's other kinds' workers idle, and a
+# random kill should hit the workers in use).
+RESEARCH_BRIEF_WORKERS = ["extraction", "classification", "analysis", "synthesis"]
 
 
 @dataclass
@@ -117,11 +121,12 @@ class ChaosFleet:
             }
         )
         settings = settings_for(env)
+        worker_types = worker_types or RESEARCH_BRIEF_WORKERS
         supervisor = Supervisor()
         supervisor.start(settings, env, worker_types, with_beat, log_dir=str(log_dir))
         producer = Producer.from_settings(settings)
         fleet = cls(name, db, env, settings, supervisor, producer, invoice, log_dir, chaos.url(db))
-        fleet.wait_ready(worker_types or list(settings.fleet.worker_types))
+        fleet.wait_ready(worker_types)
         return fleet
 
     def wait_ready(self, names: list[str], timeout_s: float = 90.0) -> None:
@@ -132,6 +137,11 @@ class ChaosFleet:
             if set(names) <= seen:
                 return
         raise RuntimeError(f"{self.name}: workers {names} not ready; see {self.log_dir}")
+
+    @property
+    def worker_types(self) -> list[str]:
+        """The agents and tools this fleet runs a worker of."""
+        return [name for name in self.supervisor.processes if name not in ("beat", "flower")]
 
     def worker_pids(self) -> dict[str, int]:
         """The live worker processes (not beat), by name."""

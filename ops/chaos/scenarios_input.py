@@ -107,7 +107,7 @@ def wire(run: Run) -> Account:
         (b'[[{"job_id": ', "application/json"),
     ]
     stream = JobStream(fleet.producer).start(run.rate, run.fault_s / 2)
-    queues = sorted(fleet.settings.fleet.worker_types)
+    queues = sorted(fleet.worker_types)
     with fleet.producer.app.connection_for_write() as connection:
         producer = connection.Producer()
         for queue in queues:

@@ -12,7 +12,7 @@ import redis
 from fleetline.shared import keys
 from fleetline.shared.batched_reads import read_each, scan_names
 from ops.chaos.checks import TERMINAL, Account, account
-from ops.chaos.harness import JobStream, Submitted, research_spec
+from ops.chaos.harness import RESEARCH_BRIEF_WORKERS, JobStream, Submitted, research_spec
 from ops.chaos.proxy import Proxy
 from ops.chaos.run import Run
 
@@ -73,7 +73,7 @@ def backlog(run: Run) -> Account:
         receipt = up.producer.submit(spec)
         jobs.append(Submitted(receipt.job_id, time.time(), time.time() + 1_200))
     per_job = (int(client.info("memory")["used_memory"]) - memory_before) / count
-    agents = [n for n in up.settings.fleet.worker_types if n != "synthesis"]
+    agents = [n for n in RESEARCH_BRIEF_WORKERS if n != "synthesis"]
     # One invoice for both fleets: the sim bills wherever a call runs.
     drain = run.fleet_on(
         up.db,
