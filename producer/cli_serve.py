@@ -63,6 +63,9 @@ def revoke(key_id: str, app_ref: AppOption = None) -> None:
         render.notice(f"revoked key {key_id} of tenant {record.tenant}")
 
 
+SHUTDOWN_GRACE_S = 10
+
+
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8077,
@@ -77,7 +80,16 @@ def serve(
 
     with exit_codes():
         api = make_api(serve_own_metrics(cli_settings(app_ref), port))
-    uvicorn.run(api, host=host, port=port, log_level="info", access_log=False)
+    uvicorn.run(
+        api,
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=False,
+        # On SIGTERM an event stream would hold the server open until its job ends: cut
+        # what is still open after this long, well inside Kubernetes' default 30 s grace.
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from fleetline.producer.cli_serve import SHUTDOWN_GRACE_S
 from fleetline.shared.embedded_redis import free_port
 from tests.integration.conftest import RunningFleet
 
@@ -81,4 +82,9 @@ def serving(fleet: RunningFleet, **env: str) -> Iterator[Served]:
     finally:
         http.close()
         server.terminate()
-        server.wait(timeout=10)
+        try:
+            server.wait(timeout=SHUTDOWN_GRACE_S + 10)
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.wait()
