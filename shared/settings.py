@@ -40,6 +40,20 @@ if TYPE_CHECKING:
 
 Provider = Literal["sim", "openai", "anthropic"]
 
+# The guards of a worker's run (workers/guards/), by the names FLEETLINE_WORKER_GUARDS uses,
+# in the order they run.
+GUARD_NAMES = (
+    "recorded",
+    "cancelled",
+    "deadline",
+    "fair_share",
+    "crash",
+    "killswitch",
+    "breaker",
+    "budget",
+    "cache",
+)
+
 
 class RedisSettings(BaseSettings):
     """Where the broker, result backend and state store live."""
@@ -356,6 +370,39 @@ class FleetlineSettings(BaseSettings):
     # Where workers write each call's usage ahead of its settlement; keep it on a volume
     # that outlives a worker's restart, so a killed worker's calls are still charged.
     spool_dir: str = ".fleetline/spool"
+    # A diagnostic knob (FLEETLINE_WORKER_GUARDS), for measuring what each guard costs:
+    # the guards every agent and tool run passes, as a comma-separated list of
+    # GUARD_NAMES; "all" (the default) runs every one, "none" runs none. Leave it at "all"
+    # in production: a guard left out is a protection gone (without "budget" no spend
+    # limit holds, without "recorded" a redelivered step calls its model again, without
+    # "breaker" a failing provider is called on).
+    worker_guards: str = "all"
+
+    @field_validator("worker_guards")
+    @classmethod
+    def _known_guards(cls, value: str) -> str:
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        if names in (["all"], ["none"]):
+            return names[0]
+        if not names:
+            raise ValueError('no guard named (use "none" to turn every guard off)')
+        if {"all", "none"} & set(names):
+            raise ValueError('"all" and "none" stand alone, not in a list of guards')
+        unknown = [n for n in names if n not in GUARD_NAMES]
+        if unknown:
+            raise ValueError(
+                f"unknown guard {unknown[0]!r} (known: {', '.join(GUARD_NAMES)}; or all, none)"
+            )
+        return ",".join(names)
+
+    @property
+    def guards_on(self) -> frozenset[str]:
+        """The names of the guards FLEETLINE_WORKER_GUARDS leaves on."""
+        if self.worker_guards == "all":
+            return frozenset(GUARD_NAMES)
+        if self.worker_guards == "none":
+            return frozenset()
+        return frozenset(self.worker_guards.split(","))
 
     @field_validator("models", mode="before")
     @classmethod

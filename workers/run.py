@@ -20,6 +20,7 @@ from fleetline.shared.ledger import Scope, scopes_for
 from fleetline.shared.models.base import ModelRequest
 from fleetline.shared.round_trip import RoundTrip
 from fleetline.shared.schemas import OutcomeError, OutcomeStatus, SubtaskOutcome, SubtaskPayload
+from fleetline.shared.settings import FleetlineSettings, get_settings
 from fleetline.workers.gate import GateResult, call_through_gate, merge_usage
 from fleetline.workers.guards import (
     BreakerGuard,
@@ -50,26 +51,45 @@ class Attempt:
     started_at: float
 
 
-def default_guards() -> list[Guard]:
+# Every guard by its FLEETLINE_WORKER_GUARDS name, in the order an agent's run passes them.
+_AGENT_GUARDS: tuple[tuple[str, Callable[[], Guard]], ...] = (
+    ("recorded", RecordedGuard),
+    ("cancelled", CancelledGuard),
+    ("deadline", DeadlineGuard),
+    ("fair_share", FairShareGuard),
+    ("crash", CrashGuard),
+    ("killswitch", KillSwitchGuard),
+    ("breaker", BreakerGuard),
+    ("budget", BudgetGuard),
+    ("cache", CacheGuard),
+)
+# A tool has no model, so no spend to hold, switch or cache; its breaker is the tool's own
+# pybreaker CircuitBreaker around the call.
+_TOOL_GUARDS = ("recorded", "cancelled", "deadline", "fair_share", "crash")
+
+
+def _guards_on(settings: FleetlineSettings | None) -> frozenset[str]:
+    return (settings if settings is not None else get_settings()).guards_on
+
+
+def default_guards(settings: FleetlineSettings | None = None) -> list[Guard]:
     """The guards of an agent's run, in the order they run (fresh ones: they hold per-run
-    state)."""
-    return [
-        RecordedGuard(),
-        CancelledGuard(),
-        DeadlineGuard(),
-        FairShareGuard(),
-        CrashGuard(),
-        KillSwitchGuard(),
-        BreakerGuard(),
-        BudgetGuard(),
-        CacheGuard(),
-    ]
+    state): every one FLEETLINE_WORKER_GUARDS leaves on (all by default).
+
+    settings: whose `worker_guards` decide; the process's settings when None.
+    """
+    on = _guards_on(settings)
+    return [make() for name, make in _AGENT_GUARDS if name in on]
 
 
-def tool_guards() -> list[Guard]:
-    """The guards of a tool's run: no model, so no spend to hold, switch or cache; its
-    breaker is the tool's own pybreaker CircuitBreaker around the call."""
-    return [RecordedGuard(), CancelledGuard(), DeadlineGuard(), FairShareGuard(), CrashGuard()]
+def tool_guards(settings: FleetlineSettings | None = None) -> list[Guard]:
+    """The guards of a tool's run (recorded, cancelled, deadline, fair share, crash): those
+    of them FLEETLINE_WORKER_GUARDS leaves on.
+
+    settings: whose `worker_guards` decide; the process's settings when None.
+    """
+    on = _guards_on(settings)
+    return [make() for name, make in _AGENT_GUARDS if name in _TOOL_GUARDS and name in on]
 
 
 def closing_guards(worker: Agent | Tool) -> list[Guard]:
