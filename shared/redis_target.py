@@ -64,7 +64,7 @@ class RedisTarget:
         if not self.sentinel:
             return redis.Redis.from_url(self.url, **options)
         pool_size = options.pop("max_connections", None)
-        group = Sentinel(  # type: ignore[no-untyped-call]
+        group = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
             self.sentinels(),
             sentinel_kwargs=self.sentinel_kwargs(),
             socket_timeout=options.get("socket_timeout"),
@@ -72,7 +72,7 @@ class RedisTarget:
         )
         if pool_size is not None:
             options["max_connections"] = pool_size
-        master: redis.Redis = group.master_for(  # type: ignore[no-untyped-call]
+        master: redis.Redis = group.master_for(  # type: ignore[no-untyped-call, unused-ignore]
             self.require_master(), **self.master_options(), **options
         )
         return master
