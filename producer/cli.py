@@ -33,6 +33,7 @@ from fleetline.producer.cli_jobs import (
 from fleetline.producer.cli_local import (
     child_env,
     local_redis,
+    run_worker_processes,
     running_fleet,
     sigterm_as_interrupt,
     wait_ready,
@@ -142,13 +143,26 @@ def worker(
             show_default=False,
         ),
     ] = "",
+    processes: Annotated[
+        int,
+        typer.Option(
+            "--processes",
+            envvar="FLEETLINE_WORKER_PROCESSES",
+            min=1,
+            max=64,
+            help="Worker processes of these queues (one per core uses every core: a "
+            "threads pool runs its Python on one).",
+        ),
+    ] = 1,
     app_ref: AppOption = None,
 ) -> None:
-    """Run one worker process for the named agents and tools (what a container runs).
+    """Run the worker of the named agents and tools (what a container runs).
 
-    It also consumes the fleet's housekeeping queue. The process becomes the Celery
-    worker, so SIGTERM is its warm shutdown. It serves its processes' metrics at
-    127.0.0.1:FLEETLINE_METRICS_PORT (9808).
+    It also consumes the fleet's housekeeping queue. With one process (the default) this
+    process becomes the Celery worker, so SIGTERM is its warm shutdown. With --processes N
+    it supervises N workers, named `<agents>-1` to `<agents>-N`, restarts one that dies,
+    drains them all on SIGTERM, and exits 1 if one keeps crashing. It serves its
+    processes' metrics at 127.0.0.1:FLEETLINE_METRICS_PORT (9808).
     """
     with exit_codes():
         settings = cli_settings(app_ref)
@@ -160,6 +174,12 @@ def worker(
                 f"--agents: fleet {settings.fleet.name} has no agent or tool "
                 f"{', '.join(map(repr, unknown))} (known: {', '.join(sorted(known))})"
             )
+        if processes > 1:
+            with host_metrics(settings) as metrics_env:
+                code = run_worker_processes(
+                    settings, names, processes, child_env(settings, metrics_env)
+                )
+            raise typer.Exit(code)
         command = worker_command(settings, names)
         env = child_env(settings, worker_metrics_env(settings))
     os.execve(command[0], command, env)

@@ -1,4 +1,5 @@
-"""Local runs for `fleetline up` and `fleetline demo`: a Redis if none is set, and the fleet.
+"""Local runs for `fleetline up`, `fleetline demo` and `fleetline worker --processes N`: a
+Redis if none is set, and the fleet's processes.
 
 Everything started here is stopped here, in reverse order, on normal exit, Ctrl-C or
 SIGTERM.
@@ -15,7 +16,7 @@ from pathlib import Path
 from types import FrameType
 
 from fleetline.producer.cli_render import notice
-from fleetline.producer.supervisor import Supervisor
+from fleetline.producer.supervisor import Supervisor, worker_commands
 from fleetline.shared.celery_app import make_celery
 from fleetline.shared.embedded_redis import start_redis
 from fleetline.shared.errors import FleetlineError
@@ -131,6 +132,40 @@ def running_fleet(
             notice("[dim]stopping the fleet…[/]")
             # The steps in hand may run to their hard time limit; then the closing trip.
             longest = max(p.time_limit_s for p in settings.policies.values())
+            fleet.stop(timeout_s=longest + STOP_MARGIN_S)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def run_worker_processes(
+    settings: FleetlineSettings,
+    worker_types: list[str],
+    processes: int,
+    env: Mapping[str, str],
+) -> int:
+    """`fleetline worker --processes N`: N workers of the same queues, kept running until
+    SIGTERM or Ctrl-C; the exit code.
+
+    A worker that dies (or recycles itself) is started again; one that keeps crashing is
+    given up on and the rest are stopped: exit 1. SIGTERM drains them all at once (their
+    warm shutdowns finish the steps in hand, up to the longest hard time limit): exit 0.
+    """
+    fleet = Supervisor()
+    longest = max(settings.worker(name).time_limit_s for name in worker_types)
+    try:
+        with sigterm_as_interrupt():
+            try:
+                fleet.start_commands(worker_commands(settings, worker_types, processes), env)
+                while not fleet.given_up:
+                    time.sleep(0.5)
+                notice(f"[red]gave up on[/] {', '.join(fleet.given_up)}: they kept crashing")
+                return 1
+            except KeyboardInterrupt:
+                return 0
+    finally:
+        # A second SIGTERM while draining must not leave workers behind.
+        previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
             fleet.stop(timeout_s=longest + STOP_MARGIN_S)
         finally:
             signal.signal(signal.SIGTERM, previous)

@@ -3,9 +3,12 @@
 Each worker gets its agent's or tool's queue, pool and concurrency from settings. A process
 that dies (a crash, an OOM kill, beat losing Redis) is started again after a backoff that
 doubles while it keeps dying, as a container orchestrator would, and given up on, loudly,
-after `GIVE_UP_AFTER` crashes in a row. On Ctrl-C or SIGTERM beat stops first (nothing new
-is scheduled), then the workers (their warm shutdown finishes the steps in hand). The
-children die with the supervisor even when it is SIGKILLed: none is left orphaned.
+after `GIVE_UP_AFTER` crashes in a row. A worker that recycles itself (exit
+`RECYCLED_EXIT`, see workers/runaway.py) is started again at once and counts as no crash.
+`fleetline worker --processes N` runs N workers of the same queues under one of these.
+On Ctrl-C or SIGTERM beat stops first (nothing new is scheduled), then the workers (their
+warm shutdown finishes the steps in hand). The children die with the supervisor even when
+it is SIGKILLed: none is left orphaned.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ STABLE_AFTER_S = 60.0
 # Crashes in a row (each within STABLE_AFTER_S of its start) before it is given up on.
 GIVE_UP_AFTER = 8
 FLOWER_INSPECT_TIMEOUT_MS = 5000
+# A worker's exit code for "drained and recycled, start me again" (EX_TEMPFAIL): its
+# threads pool abandoned a step past its hard time limit (workers/runaway.py).
+RECYCLED_EXIT = os.EX_TEMPFAIL
 
 
 def worker_command(
@@ -65,6 +71,21 @@ def worker_command(
         # Gossip, mingle and heartbeats are chatter between workers we do not use.
         "--without-gossip", "--without-mingle", "--without-heartbeat",
     ]  # fmt: skip
+
+
+def worker_commands(
+    settings: FleetlineSettings, worker_types: list[str], processes: int, node: str | None = None
+) -> dict[str, list[str]]:
+    """The commands of `processes` worker processes for `worker_types`, by process name.
+
+    Each has a node name of its own (`<node>-<i>`, i from 1), so that Flower, `inspect`
+    and the audit trail tell them apart; a single process keeps the plain `<node>`.
+    """
+    if processes < 1:
+        raise ConfigError("--processes: run at least one worker process")
+    base = node or "+".join(worker_types)
+    names = [base] if processes == 1 else [f"{base}-{i}" for i in range(1, processes + 1)]
+    return {name: worker_command(settings, worker_types, name) for name in names}
 
 
 def beat_command(settings: FleetlineSettings) -> list[str]:
@@ -113,13 +134,26 @@ class Supervisor:
         supervise: bool = True,
     ) -> None:
         """Start the processes; with `supervise`, restart any that dies."""
+        commands = {
+            name: worker_command(settings, [name], f"{name}-{os.getpid()}")
+            for name in worker_types or list(settings.fleet.worker_types)
+        }
+        if with_beat:
+            commands["beat"] = beat_command(settings)
+        self.start_commands(commands, env, log_dir, supervise)
+
+    def start_commands(
+        self,
+        commands: Mapping[str, list[str]],
+        env: Mapping[str, str],
+        log_dir: str | None = None,
+        supervise: bool = True,
+    ) -> None:
+        """Start these processes (by name); with `supervise`, restart any that dies."""
         self._env = dict(env)
         self._log_dir = log_dir
-        for name in worker_types or list(settings.fleet.worker_types):
-            self._commands[name] = worker_command(settings, [name], f"{name}-{os.getpid()}")
-        if with_beat:
-            self._commands["beat"] = beat_command(settings)
-        for name in self._commands:
+        self._commands.update(commands)
+        for name in commands:
             self._spawn(name)
         if supervise:
             threading.Thread(target=self._supervise, name="fleet-supervisor", daemon=True).start()
@@ -163,7 +197,11 @@ class Supervisor:
 
     def _restart_when_due(self, name: str, code: int) -> None:
         now = time.monotonic()
-        if name not in self._due_at:
+        if code == RECYCLED_EXIT and name not in self._due_at:
+            # It drained and left on purpose (a runaway step abandoned): no crash, no wait.
+            log.warning("%s recycled itself (a step ran past its time limit); starting it", name)
+            self._due_at[name] = now
+        elif name not in self._due_at:
             ran_s = now - self._started_at.get(name, now)
             crashes = 1 if ran_s >= STABLE_AFTER_S else self._crashes.get(name, 0) + 1
             self._crashes[name] = crashes
