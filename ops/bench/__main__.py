@@ -1,7 +1,8 @@
 """`python -m ops.bench [--quick] [--only SCENARIO[,SCENARIO]]`: run and write the results.
 
-A full run writes `ops/bench/results/latest.{json,md}`; `--only` writes `partial.{json,md}`
-beside them so a partial run never replaces the full one.
+A full run of every scenario writes `ops/bench/results/latest.{json,md}`; a quick run or
+`--only` writes `partial.{json,md}` beside them, so neither ever replaces the full one. A
+quick run leaves out the per-guard scenario unless `--only` names it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ops.bench import scenarios_cost, scenarios_io, scenarios_speed
+from ops.bench import scenarios_cost, scenarios_guards, scenarios_io, scenarios_speed
 from ops.bench.context import Context
 from ops.bench.harness import Bench
 from ops.bench.plan import FULL, QUICK
@@ -29,7 +30,8 @@ log = logging.getLogger("ops.bench")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 Scenario = Callable[[Context], dict[str, Any]]
-# Run order: the no-op stack serves everything up to memory; io_concurrency starts its own.
+# Run order: the no-op stack serves everything up to memory; io_concurrency and guards
+# start their own sides.
 SCENARIOS: dict[str, Scenario] = {
     "throughput": scenarios_speed.throughput,
     "peer_dramatiq": scenarios_speed.peer_dramatiq,
@@ -38,13 +40,18 @@ SCENARIOS: dict[str, Scenario] = {
     "fanout": scenarios_speed.fanout,
     "memory": scenarios_cost.memory,
     "io_concurrency": scenarios_io.io_concurrency,
+    "guards": scenarios_guards.guards,
 }
 assert set(SCENARIOS) == set(ORDER)
+# Left out of a quick run unless named: a dozen fleets to start (see scenarios_guards).
+NOT_QUICK = ("guards",)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m ops.bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smaller runs (under 3 minutes)")
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller runs (under 5 minutes), without guards"
+    )
     parser.add_argument(
         "--only",
         default="",
@@ -52,8 +59,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=None, help="results folder")
     parser.add_argument("--keep-workdir", action="store_true", help="keep logs and Redis dir")
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="let the producer, Redis and the workers share every CPU (default: the "
+        "producer on the first CPU, the rest on the others)",
+    )
     args = parser.parse_args(argv)
-    args.selected = [s.strip() for s in args.only.split(",") if s.strip()] or list(SCENARIOS)
+    named = [s.strip() for s in args.only.split(",") if s.strip()]
+    default = [s for s in SCENARIOS if not (args.quick and s in NOT_QUICK)]
+    args.selected = named or default
     unknown = set(args.selected) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
@@ -72,11 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("celery", "kombu", "dramatiq", "pika"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     sizes = QUICK if args.quick else FULL
-    partial = args.only != ""
+    # Only a full run of every scenario is `latest`.
+    partial = args.only != "" or args.quick
     out_dir = args.out or RESULTS
     workdir = Path(tempfile.mkdtemp(prefix="fleetline-bench-"))
     started = time.monotonic()
-    bench = Bench.start(args.quick, workdir)
+    bench = Bench.start(args.quick, workdir, pin=not args.no_pin)
     ctx = Context(bench, sizes, shared={"selected": args.selected})
     results: dict[str, Any] = {
         "sizes": sizes.as_dict(),
@@ -88,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, run in SCENARIOS.items():
             if name not in args.selected:
                 continue
-            if name == "io_concurrency":
-                ctx.close()  # the no-op workers would only steal CPU from this one
+            if name in ("io_concurrency", "guards"):
+                ctx.close()  # the no-op workers would only steal CPU from these
             log.info("== %s", name)
             t0 = time.monotonic()
             try:

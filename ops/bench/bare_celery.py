@@ -28,13 +28,19 @@ QUEUES = ("extraction", "classification", "analysis", "synthesis")
 TASK_NOOP = "bench.noop"
 TASK_SLEEP = "bench.sleep"
 TASK_DONE = "bench.done"
+# kombu's priority emulation as Fleetline configures it (shared/celery_app.py), and the
+# priority Fleetline's producer gives a job of the default priority (9 - 5).
+PRIORITY_STEPS = [0, 3, 6, 9]
+PRIORITY = 4
 
 
 class QuietRedisBackend(RedisBackend):  # type: ignore[misc]
     """Celery's Redis backend without per-task result subscriptions (for `send_only` apps).
 
-    Four overrides anyone can write; used only when the benchmark is asked to compare
-    against a bare producer tuned the same way as Fleetline's (see harness `--bare-quiet`).
+    Four overrides anyone can write, the same as Fleetline's producer uses
+    (`SendOnlyRedisBackend`): the bare producer never waits on an AsyncResult either, so
+    both sides submit without a SUBSCRIBE per task. The workers keep the plain backend
+    (a chord's results and its counter live there).
     """
 
     def on_task_call(self, producer: Any, task_id: str) -> None:
@@ -68,6 +74,10 @@ def make_app(
         "max_connections": pool,
         "socket_timeout": 5.0,
         "socket_connect_timeout": 2.0,
+        # As Fleetline's broker: four priority lists per queue, read in priority order.
+        "priority_steps": PRIORITY_STEPS,
+        "queue_order_strategy": "priority",
+        "health_check_interval": 25,
     }
     app.conf.update(
         accept_content=["json"],

@@ -45,18 +45,23 @@ def fleet_env(
 # default) and Prometheus metrics (a multiprocess folder, as `fleetline up` and
 # `fleetline worker` give their processes). The dark side records neither.
 DARK_ENV = {"FLEETLINE_TRACE_STORE": "off", "FLEETLINE_METRICS_ENABLED": "false"}
+# Fleetline with every guard off (FLEETLINE_WORKER_GUARDS, a diagnostic knob): what is
+# left is the framework itself (state store, fan-in, synthesis, tracing, metrics).
+UNGUARDED_ENV = {"FLEETLINE_WORKER_GUARDS": "none"}
 
 
 @dataclass
 class NoopStack:
     """The sides of the no-op scenarios, started together: Fleetline as run in production,
-    Fleetline with tracing and metrics off (`dark`), bare Celery and Dramatiq."""
+    Fleetline with every guard off (`unguarded`), Fleetline with tracing and metrics off
+    (`dark`), bare Celery and Dramatiq."""
 
     fleetline: FleetlineSide
     dark: FleetlineSide
     bare: BareCelerySide
     dramatiq: DramatiqSide
     shape: Shape
+    unguarded: FleetlineSide
 
     @classmethod
     def start(cls, bench: Bench, sizes: Sizes) -> NoopStack:
@@ -78,6 +83,19 @@ class NoopStack:
             "fleetline_dark",
             env={**fleet_env(sizes, pool="threads", concurrency=conc), **DARK_ENV},
         )
+        unguarded = FleetlineSide(
+            bench,
+            "fleetline_unguarded",
+            env={
+                **fleet_env(
+                    sizes,
+                    pool="threads",
+                    concurrency=conc,
+                    PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+                ),
+                **UNGUARDED_ENV,
+            },
+        )
         bare = BareCelerySide(
             bench, "bare_celery", pool="threads", concurrency=conc, result_expires_s=sizes.ttl_s
         )
@@ -88,7 +106,7 @@ class NoopStack:
             processes=len(worker_types()),
             threads=conc,
         )
-        sides = [fleetline, dark, bare, dramatiq]
+        sides = [fleetline, unguarded, dark, bare, dramatiq]
         start_all(sides)
         try:
             assert fleetline.settings is not None
@@ -96,10 +114,13 @@ class NoopStack:
         except BaseException:
             stop_all(sides)
             raise
-        return cls(fleetline, dark, bare, dramatiq, shape)
+        return cls(fleetline, dark, bare, dramatiq, shape, unguarded)
+
+    def sides(self) -> list[Any]:
+        return [self.fleetline, self.unguarded, self.dark, self.bare, self.dramatiq]
 
     def stop(self) -> None:
-        stop_all([self.fleetline, self.dark, self.bare, self.dramatiq])
+        stop_all(self.sides())
 
 
 @dataclass

@@ -24,6 +24,7 @@ import redis
 
 from fleetline.shared.embedded_redis import EmbeddedRedis, start_redis
 from fleetline.shared.settings import FleetlineSettings, load_settings
+from ops.bench import cpu
 
 log = logging.getLogger("ops.bench")
 
@@ -31,6 +32,11 @@ ROOT = Path(__file__).resolve().parents[2]
 DATABASES = 128
 # The benchmark's redis-server: its CPU is reported per sample, not counted as foreign.
 REDIS_PIDS: list[int] = []
+# The sides whose processes are up (`sides.start_all` adds them): every one but the side
+# being measured is paused during a sample.
+ACTIVE: list[Runner] = []
+# Where the producer and the fleet run (None: anywhere); set once by Bench.start.
+AFFINITY: list[cpu.Affinity] = []
 # Environment prefixes a run sets itself; inherited values would skew a side.
 _OWNED_PREFIXES = ("FLEETLINE_", "BENCH_")
 
@@ -46,10 +52,17 @@ class Bench:
     _clients: dict[int, redis.Redis] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, quick: bool, workdir: Path) -> Bench:
+    def start(cls, quick: bool, workdir: Path, pin: bool = True) -> Bench:
+        """Start the Redis server; with `pin`, keep this process (the producer) on one CPU
+        and Redis and every worker started later on the others."""
         workdir.mkdir(parents=True, exist_ok=True)
+        affinity = cpu.plan_affinity(pin)
+        if affinity is not None:
+            AFFINITY[:] = [affinity]
+            os.sched_setaffinity(0, affinity.producer)
         server = start_redis(workdir / "redis", databases=DATABASES)
         REDIS_PIDS.append(server.process.pid)
+        pin_fleet([server.process.pid])
         log.info("private redis-server on port %d", server.port)
         return cls(quick, workdir, server)
 
@@ -106,6 +119,12 @@ def settings_for(env: Mapping[str, str]) -> FleetlineSettings:
         return load_settings()
 
 
+def pin_fleet(pids: Sequence[int]) -> None:
+    """Put these processes (and their threads and children) on the fleet's CPUs."""
+    if AFFINITY:
+        cpu.pin(pids, AFFINITY[0].fleet)
+
+
 def start_process(
     command: Sequence[str], env: Mapping[str, str], log_file: Path
 ) -> subprocess.Popen[bytes]:
@@ -141,21 +160,6 @@ def _tree(pids: Sequence[int]) -> list[psutil.Process]:
     return procs
 
 
-def tree_cpu_s(pids: Sequence[int]) -> float:
-    """CPU seconds (user + system) used so far by these processes and their children."""
-    total = 0.0
-    for proc in _tree(pids):
-        with contextlib.suppress(psutil.Error):
-            t = proc.cpu_times()
-            total += t.user + t.system
-    return total
-
-
-def _machine_cpu_s() -> float:
-    t = psutil.cpu_times()
-    return float(t.user + t.system + getattr(t, "nice", 0.0))
-
-
 def tree_rss_mb(pids: Sequence[int]) -> dict[int, float]:
     """Resident memory (MiB) of every process of these trees, by pid."""
     out: dict[int, float] = {}
@@ -170,6 +174,10 @@ class Runner(Protocol):
 
     def pids(self) -> list[int]: ...
 
+    def pausable(self) -> list[int]:
+        """The processes that may be paused while another side is measured."""
+        ...
+
 
 Sample = dict[str, Any]
 
@@ -179,29 +187,43 @@ Sample = dict[str, Any]
 NOISY_CORE_SHARE = 0.3
 
 
-def _measured(side: Runner, others: list[int], run: Callable[[], Sample]) -> Sample:
-    """Run one sample and add where the machine's CPU went meanwhile."""
-    cpu0, idle0, own0 = tree_cpu_s(side.pids()), tree_cpu_s(others), time.process_time()
-    all0, redis0, t0 = _machine_cpu_s(), tree_cpu_s(REDIS_PIDS), time.monotonic()
-    sample = run()
-    elapsed = time.monotonic() - t0
-    worker = tree_cpu_s(side.pids()) - cpu0
-    idle = tree_cpu_s(others) - idle0
-    own = time.process_time() - own0
-    redis_cpu = tree_cpu_s(REDIS_PIDS) - redis0
-    # CPU the machine spent on anything but this benchmark's processes and its Redis
-    # (other people's test runs): a sample with a lot of it is a noisy one.
-    foreign = _machine_cpu_s() - all0 - worker - idle - own - redis_cpu
+def _measured(side: Runner, others: list[Runner], run: Callable[[], Sample]) -> Sample:
+    """Run one sample, the other sides paused, and add where the machine's CPU went."""
+    groups = {
+        "worker": side.pids(),
+        cpu.OURS: [p for s in others for p in s.pids()],
+        "redis": REDIS_PIDS,
+    }
+    with cpu.paused([p for s in others for p in s.pausable()]):
+        start, t0 = cpu.snapshot(groups), time.monotonic()
+        sample = run()
+        elapsed = time.monotonic() - t0
+        used = cpu.snapshot(groups).minus(start)
+    # CPU of everything but this benchmark's processes and its Redis (other people's test
+    # runs, and steal): a sample with a lot of it is a noisy one.
+    foreign = used.get(cpu.FOREIGN, 0.0)
     sample.update(
         elapsed_s=round(elapsed, 3),
-        worker_cpu_s=round(worker, 3),
-        idle_cpu_s=round(idle, 3),
-        producer_cpu_s=round(own, 3),
-        redis_cpu_s=round(redis_cpu, 3),
+        worker_cpu_s=round(used.get("worker", 0.0), 3),
+        # The paused sides and any other process of this benchmark (cpu.OURS).
+        idle_cpu_s=round(used.get(cpu.OURS, 0.0), 3),
+        producer_cpu_s=round(used.get(cpu.PRODUCER, 0.0), 3),
+        redis_cpu_s=round(used.get("redis", 0.0), 3),
         foreign_cpu_s=round(foreign, 3),
+        # The machine's own count (/proc/stat) minus ours: a cross-check of `foreign`.
+        machine_cpu_s=round(used.get("machine", 0.0), 3),
+        foreign_by_machine_cpu_s=round(
+            used.get("machine", 0.0) - sum(used.get(g, 0.0) for g in (*groups, cpu.PRODUCER)), 3
+        ),
         noisy=foreign > NOISY_CORE_SHARE * elapsed + 0.2,
     )
     return sample
+
+
+def rotated(sides: Sequence[Runner], rep: int) -> list[Runner]:
+    """The sides in the order of repetition `rep`: A B C, then B C A, then C A B."""
+    k = rep % len(sides) if sides else 0
+    return [*sides[k:], *sides[:k]]
 
 
 def alternate(
@@ -211,25 +233,31 @@ def alternate(
     warmup: Callable[[Runner], object] | None = None,
     retries: int = 0,
 ) -> dict[str, list[Sample]]:
-    """Warm every side up, then run them in turn, A B A B, `reps` times each.
+    """Warm every side up, then run them in turn, `reps` times each, the order rotating
+    from one repetition to the next (A B C, B C A, C A B, ...).
 
-    Each sample gets the CPU seconds its side's processes used (`worker_cpu_s`), what the
-    idle sides used meanwhile (`idle_cpu_s`), the producer's (`producer_cpu_s`), Redis's,
-    and everything else on the machine (`foreign_cpu_s`). A repetition in which any side
-    was noisy is run again, up to `retries` times per call; its samples are kept under
-    `<side>~rejected`.
+    While a side is measured every other active side is paused (its workers; beat runs
+    on: RedBeat's lock would expire). Each sample gets the CPU seconds its side's
+    processes used (`worker_cpu_s`), what the paused sides used (`idle_cpu_s`), the
+    producer's (`producer_cpu_s`), Redis's, and everything else on the machine, steal
+    included (`foreign_cpu_s`), each counted per process group. A repetition in which any
+    side was noisy is run again, up to `retries` times per call; its samples are kept
+    under `<side>~rejected`. Each sample records its place in the repetition (`order`).
     """
     if warmup is not None:
         for side in sides:
-            warmup(side)
+            with cpu.paused([p for s in _bystanders(side) for p in s.pausable()]):
+                warmup(side)
     samples: dict[str, list[Sample]] = {side.name: [] for side in sides}
-    rep = 0
+    rep = attempt = 0
     while rep < reps:
         batch: dict[str, Sample] = {}
-        for side in sides:
-            others = [p for s in sides if s is not side for p in s.pids()]
-            batch[side.name] = _measured(side, others, functools.partial(run, side, rep))
-            log.info("  rep %d %-14s %s", rep, side.name, _brief(batch[side.name]))
+        for place, side in enumerate(rotated(sides, attempt)):
+            sample = _measured(side, _bystanders(side), functools.partial(run, side, rep))
+            sample["order"] = place
+            batch[side.name] = sample
+            log.info("  rep %d %-14s %s", rep, side.name, _brief(sample))
+        attempt += 1
         noisy = any(s["noisy"] for s in batch.values())
         if noisy and retries > 0:
             retries -= 1
@@ -241,6 +269,10 @@ def alternate(
             samples[name].append(sample)
         rep += 1
     return samples
+
+
+def _bystanders(side: Runner) -> list[Runner]:
+    return [s for s in ACTIVE if s is not side]
 
 
 def _brief(sample: Sample) -> str:

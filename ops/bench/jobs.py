@@ -8,6 +8,7 @@ workers' own clock, so poll intervals never blur a figure.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 import uuid
@@ -85,7 +86,12 @@ def docs_for(settings: FleetlineSettings, subtasks: int) -> int:
 
 @dataclass
 class RunResult:
-    """One burst of jobs: when it started, when its last job finished, what submit cost."""
+    """One burst of jobs: when it started, when its last job finished, what submit cost.
+
+    `started` is when the first submit began, or, for a burst submitted while the workers
+    were held (`pre_enqueued`), when they were let go; `submitted` is when the last submit
+    returned.
+    """
 
     jobs: int
     subtasks: int
@@ -94,19 +100,30 @@ class RunResult:
     seen: float
     submit_s: float
     job_ids: list[str]
+    submitted: float = 0.0
+    pre_enqueued: bool = False
 
     @property
     def wall_s(self) -> float:
         return self.finished - self.started
 
+    @property
+    def after_submit_s(self) -> float:
+        """From the last submit's return to the last job's completion: the workers' share."""
+        return self.finished - max(self.submitted, self.started)
+
     def sample(self) -> dict[str, Any]:
         return {
             "jobs": self.jobs,
             "subtasks": self.subtasks,
+            # Every subtask and each job's callback (Fleetline's fan-in, the chord body).
+            "steps": self.subtasks + self.jobs,
             "wall_s": round(self.wall_s, 4),
+            "after_submit_s": round(self.after_submit_s, 4),
             "jobs_per_s": round(self.jobs / self.wall_s, 2),
             "subtasks_per_s": round(self.subtasks / self.wall_s, 1),
             "submit_ms_per_job": round(self.submit_s / self.jobs * 1000, 3),
+            "pre_enqueued": self.pre_enqueued,
         }
 
 
@@ -119,32 +136,42 @@ def run_burst(
     poll_s: float = 0.02,
     stall_s: float = 180.0,
     tick: Any = None,
+    pre_enqueue: bool = False,
 ) -> RunResult:
     """Submit `jobs` jobs (at most `window` unfinished at once) and wait for all of them.
 
     Progress is read while submitting too: a finished job's record may expire (the
-    benchmark's TTLs are short) before a long submit loop ends. Raises TimeoutError when
-    no job finishes for `stall_s`.
+    benchmark's TTLs are short) before a long submit loop ends. With `pre_enqueue` every
+    job is submitted while the side's workers are held (`side.hold()`), and the clock
+    starts when they are let go: the figure is the workers', not the producer's. Raises
+    TimeoutError when no job finishes for `stall_s`.
     """
+    if pre_enqueue and window is not None:
+        raise ValueError("a pre-enqueued burst has no window: its workers wait for all of it")
     side.begin()
     ids: list[str] = []
     submit_s = 0.0
     started = time.time()
     last_poll = time.monotonic()
     done, moved = 0, time.monotonic()
-    for _ in range(jobs):
-        if tick:
-            tick()
-        if time.monotonic() - last_poll > POLL_WHILE_SUBMITTING_S:
-            side.progress()
-            last_poll = time.monotonic()
-        while window is not None and len(ids) - side.progress() >= window:
+    with side.hold() if pre_enqueue else contextlib.nullcontext():
+        for _ in range(jobs):
             if tick:
                 tick()
-            time.sleep(poll_s / 4)
-        t = time.perf_counter()
-        ids.append(side.submit(shape))
-        submit_s += time.perf_counter() - t
+            if time.monotonic() - last_poll > POLL_WHILE_SUBMITTING_S:
+                side.progress()
+                last_poll = time.monotonic()
+            while window is not None and len(ids) - side.progress() >= window:
+                if tick:
+                    tick()
+                time.sleep(poll_s / 4)
+            t = time.perf_counter()
+            ids.append(side.submit(shape))
+            submit_s += time.perf_counter() - t
+        submitted = time.time()
+        if pre_enqueue:
+            started = submitted
+    moved = time.monotonic()
     while (now_done := side.progress()) < jobs:
         if now_done != done:
             done, moved = now_done, time.monotonic()
@@ -156,7 +183,17 @@ def run_burst(
     seen = time.time()
     times = side.finish_times()
     side.end()
-    return RunResult(jobs, jobs * shape.subtasks, started, max(times), seen, submit_s, ids)
+    return RunResult(
+        jobs,
+        jobs * shape.subtasks,
+        started,
+        max(times),
+        seen,
+        submit_s,
+        ids,
+        submitted=submitted,
+        pre_enqueued=pre_enqueue,
+    )
 
 
 def run_one(side: Any, shape: Shape, poll_s: float = 0.0005) -> tuple[float, float]:

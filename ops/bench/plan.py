@@ -45,6 +45,9 @@ class Sizes:
     io_reps: int
     io_latency_ms: float
     io_docs: int
+    # Guards: the pre-enqueued burst each guard configuration runs, and its repetitions.
+    guards_jobs: int = 300
+    guards_reps: int = 5
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,6 +79,8 @@ FULL = Sizes(
     io_reps=5,
     io_latency_ms=500.0,
     io_docs=4,
+    guards_jobs=300,
+    guards_reps=5,
 )
 
 QUICK = Sizes(
@@ -104,4 +109,6 @@ QUICK = Sizes(
     io_reps=2,
     io_latency_ms=500.0,
     io_docs=4,
+    guards_jobs=30,
+    guards_reps=3,
 )

@@ -129,13 +129,13 @@ def main() -> int:
     stack = NoopStack.start(bench, QUICK)
     try:
         workers = profile_workers(stack, args.jobs, workdir)
-        for side in (stack.fleetline, stack.bare, stack.dramatiq):
+        for side in stack.sides():
             for p in side.procs:
                 p.send_signal(19)  # SIGSTOP: the submit profile runs alone
         try:
             submit = profile_submit(stack, min(args.jobs, 200))
         finally:
-            for side in (stack.fleetline, stack.bare, stack.dramatiq):
+            for side in stack.sides():
                 for p in side.procs:
                     p.send_signal(18)  # SIGCONT
     finally:

@@ -13,8 +13,8 @@ from typing import Any
 from ops.bench.context import Context
 from ops.bench.harness import Sample, alternate
 from ops.bench.jobs import Shape, docs_for, run_burst, run_one, shape_of
-from ops.bench.scenario import med, per_job_ms, result
-from ops.bench.stats import median, percentile, ratio
+from ops.bench.scenario import med, pairwise, per_job_ms, per_step_ms, ratio_text, result
+from ops.bench.stats import median, percentile, ratio, spread
 
 log = logging.getLogger("ops.bench")
 
@@ -26,6 +26,19 @@ SHAPE_NOTE = (
 )
 
 
+# Throughput bursts are submitted while the side's workers are held, and timed from
+# their release: jobs/s is the workers' rate, never the producer's (both share the CPUs).
+PRE_ENQUEUE_NOTE = (
+    "Throughput: each burst is submitted while the side's workers are paused (SIGSTOP) and "
+    "timed from their release to the last job's completion, so jobs/s is worker "
+    "throughput, not the producer's submit rate. The producer runs on its own CPU, Redis "
+    "and the workers on the others; every other side's workers are paused during a "
+    "sample (Fleetline's beat runs on: RedBeat's lock must not expire). Worker CPU per "
+    "step = CPU of all the side's processes (Fleetline: its four workers and beat) per "
+    "subtask-or-callback; Redis CPU per step likewise (the completion polls included)."
+)
+
+
 def _burst_summary(samples: list[Sample]) -> dict[str, Any]:
     return {
         "jobs_per_s": med(samples, "jobs_per_s", 2),
@@ -34,6 +47,8 @@ def _burst_summary(samples: list[Sample]) -> dict[str, Any]:
         "worker_cpu_ms_per_job": per_job_ms(samples, "worker_cpu_s"),
         "producer_cpu_ms_per_job": per_job_ms(samples, "producer_cpu_s"),
         "redis_cpu_ms_per_job": per_job_ms(samples, "redis_cpu_s"),
+        "worker_cpu_ms_per_step": per_step_ms(samples, "worker_cpu_s"),
+        "redis_cpu_ms_per_step": per_step_ms(samples, "redis_cpu_s"),
         "foreign_cpu_s": med(samples, "foreign_cpu_s"),
     }
 
@@ -49,17 +64,22 @@ def _added(on: dict[str, Any], off: dict[str, Any], key: str) -> float | None:
     return round(float(on[key]) - float(off[key]), 3)
 
 
+def burst(side: Any, shape: Shape, jobs: int) -> Sample:
+    """One pre-enqueued burst of `jobs` jobs, as a sample."""
+    return run_burst(side, shape, jobs, pre_enqueue=True).sample()
+
+
 def throughput(ctx: Context) -> dict[str, Any]:
     stack, sizes = ctx.noop(), ctx.sizes
     shape = stack.shape
-    sides: list[Any] = [stack.fleetline, stack.dark, stack.bare]
+    sides: list[Any] = [stack.fleetline, stack.unguarded, stack.dark, stack.bare]
     with_peer = "peer_dramatiq" in ctx.shared.get("selected", ())
     if with_peer:
         sides.append(stack.dramatiq)
     samples = alternate(
         sides,
         sizes.reps,
-        lambda side, _: run_burst(side, shape, sizes.throughput_jobs).sample(),
+        lambda side, _: burst(side, shape, sizes.throughput_jobs),
         warmup=lambda side: run_burst(side, shape, max(10, sizes.throughput_jobs // 10)),
         retries=sizes.noisy_retries,
     )
@@ -68,7 +88,12 @@ def throughput(ctx: Context) -> dict[str, Any]:
     fl, bare = samples["fleetline"], samples["bare_celery"]
     f_sum, b_sum = _burst_summary(fl), _burst_summary(bare)
     d_sum = _burst_summary(samples["fleetline_dark"])
-    r = ratio(f_sum["jobs_per_s"] or 0, b_sum["jobs_per_s"] or 0)
+    u_sum = _burst_summary(samples["fleetline_unguarded"])
+    jobs = pairwise(fl, bare, "jobs_per_s")
+    worker = pairwise(fl, bare, "worker_cpu_s", scale="steps")
+    redis_cpu = pairwise(fl, bare, "redis_cpu_s", scale="steps")
+    r = jobs["median"]
+    peer = pairwise(fl, samples["dramatiq"], "jobs_per_s") if with_peer else None
     return result(
         fleetline=f_sum,
         baseline=b_sum,
@@ -78,18 +103,41 @@ def throughput(ctx: Context) -> dict[str, Any]:
             "pairwise_median": _pairwise(fl, samples["fleetline_dark"], "jobs_per_s"),
             "worker_cpu_ms_per_job_added": _added(f_sum, d_sum, "worker_cpu_ms_per_job"),
         },
-        ratio={"jobs_per_s": r, "pairwise_median": _pairwise(fl, bare, "jobs_per_s")},
-        target=">= 0.9x bare Celery jobs/s with every guard on",
-        target_met=r >= 0.9,
+        guards_off=u_sum,
+        guards_cost={
+            "jobs_per_s_on_over_off": pairwise(fl, samples["fleetline_unguarded"], "jobs_per_s"),
+            "worker_cpu_ms_per_step_added": _added(f_sum, u_sum, "worker_cpu_ms_per_step"),
+            "redis_cpu_ms_per_step_added": _added(f_sum, u_sum, "redis_cpu_ms_per_step"),
+            "unguarded_over_bare": pairwise(samples["fleetline_unguarded"], bare, "jobs_per_s"),
+        },
+        ratio={
+            "jobs_per_s": ratio(f_sum["jobs_per_s"] or 0, b_sum["jobs_per_s"] or 0),
+            "pairwise_median": r,
+            "pairwise": jobs,
+            "worker_cpu_per_step": worker,
+            "redis_cpu_per_step": redis_cpu,
+        },
+        target=">= 1.0x bare Celery chord jobs/s with every guard on (pairwise median)",
+        target_met=r is not None and r >= 1.0,
         headline={
             "fleetline": f"{f_sum['jobs_per_s']} jobs/s",
             "baseline": f"{b_sum['jobs_per_s']} jobs/s",
-            "ratio": f"{r:.2f}x",
+            "ratio": ratio_text(jobs),
         },
+        moonshot=">= Dramatiq's group+callback jobs/s (pairwise median)",
+        moonshot_met=None if peer is None or peer["median"] is None else peer["median"] >= 1.0,
+        worker_cpu_target="worker CPU per step (all worker processes) <= 1.2x bare",
+        worker_cpu_target_met=_at_most(worker, 1.2),
+        redis_cpu_target="Redis CPU per step <= 1.5x bare",
+        redis_cpu_target_met=_at_most(redis_cpu, 1.5),
         samples={k: v for k, v in samples.items() if k != "dramatiq"},
-        notes=[SHAPE_NOTE.format(docs=shape.docs, n=shape.subtasks)],
+        notes=[SHAPE_NOTE.format(docs=shape.docs, n=shape.subtasks), PRE_ENQUEUE_NOTE],
         shape={"docs": shape.docs, "subtasks": shape.subtasks, "jobs": sizes.throughput_jobs},
     )
+
+
+def _at_most(r: dict[str, Any], limit: float) -> bool | None:
+    return None if r["median"] is None else bool(r["median"] <= limit)
 
 
 def peer_dramatiq(ctx: Context) -> dict[str, Any]:
@@ -99,26 +147,27 @@ def peer_dramatiq(ctx: Context) -> dict[str, Any]:
         samples = alternate(
             [stack.fleetline, stack.dramatiq],
             sizes.reps,
-            lambda side, _: run_burst(side, stack.shape, sizes.throughput_jobs).sample(),
+            lambda side, _: burst(side, stack.shape, sizes.throughput_jobs),
             warmup=lambda side: run_burst(side, stack.shape, max(10, sizes.throughput_jobs // 10)),
             retries=sizes.noisy_retries,
         )
     fl, dq = samples["fleetline"], samples["dramatiq"]
     f_sum, d_sum = _burst_summary(fl), _burst_summary(dq)
     r = ratio(f_sum["jobs_per_s"] or 0, d_sum["jobs_per_s"] or 0)
+    paired = pairwise(fl, dq, "jobs_per_s")
     extra: dict[str, Any] = {}
     if "bare_celery" in samples:
         extra["bare_celery"] = _burst_summary(samples["bare_celery"])
     return result(
         fleetline=f_sum,
         baseline=d_sum,
-        ratio={"jobs_per_s": r, "pairwise_median": _pairwise(fl, dq, "jobs_per_s")},
-        target="none (reference figure)",
+        ratio={"jobs_per_s": r, "pairwise_median": paired["median"], "pairwise": paired},
+        target="none (reference figure; the moonshot: >= 1.0x)",
         target_met=None,
         headline={
             "fleetline": f"{f_sum['jobs_per_s']} jobs/s",
             "baseline": f"Dramatiq {d_sum['jobs_per_s']} jobs/s",
-            "ratio": f"{r:.2f}x",
+            "ratio": ratio_text(paired),
         },
         samples={"fleetline": fl, "dramatiq": dq},
         notes=[
@@ -126,7 +175,8 @@ def peer_dramatiq(ctx: Context) -> dict[str, Any]:
             "Dramatiq: Redis broker, Results middleware (results stored), GroupCallbacks "
             "barrier; its callback receives no results (Dramatiq's design), unlike a chord "
             "body. Same Redis server, its own database; --processes 4 --threads 8.",
-            "When throughput runs too, these samples come from the same A B C alternation.",
+            "When throughput runs too, these samples come from the same rotated alternation.",
+            PRE_ENQUEUE_NOTE,
         ],
         **extra,
     )
@@ -173,18 +223,27 @@ def latency(ctx: Context) -> dict[str, Any]:
     b = _pooled(samples["bare_celery"])
     f["observed_p50_ms"] = _pooled(samples["fleetline"], "observed_ms")["p50_ms"]
     b["observed_p50_ms"] = _pooled(samples["bare_celery"], "observed_ms")["p50_ms"]
-    p50_ok = f["p50_ms"] <= 1.1 * b["p50_ms"] + 2
+    p50_ok = f["p50_ms"] <= b["p50_ms"] + 2
     p99_ok = f["p99_ms"] <= 1.3 * b["p99_ms"]
+    fl, bare = samples["fleetline"], samples["bare_celery"]
+    added = spread([x["p50_ms"] - y["p50_ms"] for x, y in zip(fl, bare, strict=False)])
+    p99 = pairwise(fl, bare, "p99_ms")
     return result(
         fleetline=f,
         baseline=b,
-        ratio={"p50": ratio(f["p50_ms"], b["p50_ms"]), "p99": ratio(f["p99_ms"], b["p99_ms"])},
-        target="p50 <= 1.1x bare + 2 ms and p99 <= 1.3x bare",
+        ratio={
+            "p50": ratio(f["p50_ms"], b["p50_ms"]),
+            "p99": ratio(f["p99_ms"], b["p99_ms"]),
+            "p50_ms_added_pairwise": added,
+            "p99_pairwise": p99,
+        },
+        target="p50 <= bare + 2 ms and p99 <= 1.3x bare",
         target_met=p50_ok and p99_ok,
         headline={
             "fleetline": f"p50 {f['p50_ms']:.1f} ms, p99 {f['p99_ms']:.1f} ms",
             "baseline": f"p50 {b['p50_ms']:.1f} ms, p99 {b['p99_ms']:.1f} ms",
-            "ratio": f"p50 {f['p50_ms'] / b['p50_ms']:.2f}x, p99 {f['p99_ms'] / b['p99_ms']:.2f}x",
+            "ratio": f"p50 {f['p50_ms'] - b['p50_ms']:+.1f} ms (per rep {added['min']:+.1f} to "
+            f"{added['max']:+.1f}), p99 {ratio_text(p99)}",
         },
         samples=samples,
         notes=[
@@ -231,23 +290,46 @@ def fanout(ctx: Context) -> dict[str, Any]:
         )
     f = {k: med(v["fleetline"], "wall_s", 3) or 0.0 for k, v in samples.items()}
     b = {k: med(v["bare_celery"], "wall_s", 3) or 0.0 for k, v in samples.items()}
+    fa = {k: med(v["fleetline"], "after_submit_s", 3) or 0.0 for k, v in samples.items()}
+    ba = {k: med(v["bare_celery"], "after_submit_s", 3) or 0.0 for k, v in samples.items()}
     f_scale, b_scale = ratio(f["large"], f["small"]), ratio(b["large"], b["small"])
+    after = {
+        k: pairwise(v["fleetline"], v["bare_celery"], "after_submit_s") for k, v in samples.items()
+    }
     counts = {k: s.subtasks for k, s in shapes.items()}
     return result(
-        fleetline={"wall_s": f, "scale_large_over_small": round(f_scale, 3)},
-        baseline={"wall_s": b, "scale_large_over_small": round(b_scale, 3)},
-        ratio={"small": ratio(f["small"], b["small"]), "large": ratio(f["large"], b["large"])},
+        fleetline={
+            "wall_s": f,
+            "scale_large_over_small": round(f_scale, 3),
+            "after_submit_s": fa,
+        },
+        baseline={
+            "wall_s": b,
+            "scale_large_over_small": round(b_scale, 3),
+            "after_submit_s": ba,
+        },
+        ratio={
+            "small": ratio(f["small"], b["small"]),
+            "large": ratio(f["large"], b["large"]),
+            "after_submit_pairwise": after,
+        },
         target=f"time({counts['large']}) / time({counts['small']}) <= 11 for Fleetline",
         target_met=f_scale <= 11,
         headline={
-            "fleetline": f"{f['small']:.2f} s / {f['large']:.2f} s (x{f_scale:.1f})",
-            "baseline": f"{b['small']:.2f} s / {b['large']:.2f} s (x{b_scale:.1f})",
-            "ratio": f"{f['small'] / b['small']:.2f}x / {f['large'] / b['large']:.2f}x",
+            "fleetline": f"{f['small']:.2f} s / {f['large']:.2f} s (x{f_scale:.1f}); after the "
+            f"last submit {fa['small']:.2f} s / {fa['large']:.2f} s",
+            "baseline": f"{b['small']:.2f} s / {b['large']:.2f} s (x{b_scale:.1f}); after the "
+            f"last submit {ba['small']:.2f} s / {ba['large']:.2f} s",
+            "ratio": f"{f['small'] / b['small']:.2f}x / {f['large'] / b['large']:.2f}x; after "
+            f"the last submit {ratio_text(after['small'])} / {ratio_text(after['large'])}",
         },
         samples={f"{label}:{side}": v for label, d in samples.items() for side, v in d.items()},
         notes=[
             "One job per run; wall time from submit() to the job's completion timestamp, "
-            "polling the state store or the callback's mark (never AsyncResult.get()).",
+            "polling the state store or the callback's mark (never AsyncResult.get()). "
+            "Publishing the steps takes most of a large job's wall time on both sides; "
+            "`after_submit_s` is the workers' share: from submit() returning to the job's "
+            "completion.",
             f"Subtasks: small {counts['small']}, large {counts['large']} (research_brief of "
             f"{shapes['small'].docs} and {shapes['large'].docs} documents; the bare chord "
             "has the same headers on the same queues).",

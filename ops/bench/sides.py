@@ -6,6 +6,7 @@ shape, and says how many of the current run's jobs are done and when each finish
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -19,9 +20,12 @@ from fleetline.producer.supervisor import Supervisor, beat_command, worker_comma
 from fleetline.shared import keys
 from fleetline.shared.schemas import JobStatus
 from fleetline.shared.settings import FleetlineSettings
+from ops.bench.cpu import paused
 from ops.bench.harness import (
+    ACTIVE,
     Bench,
     child_env,
+    pin_fleet,
     settings_for,
     start_process,
     stop_processes,
@@ -77,6 +81,14 @@ class Side:
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs if p.poll() is None]
 
+    def pausable(self) -> list[int]:
+        """The processes paused while another side is measured: all of them."""
+        return self.pids()
+
+    def hold(self) -> contextlib.AbstractContextManager[None]:
+        """A context in which this side's workers take nothing from their queues."""
+        return paused(self.pausable())
+
     def stop(self) -> None:
         stop_processes(self.procs)
 
@@ -119,19 +131,26 @@ class Side:
 
 
 def start_all(sides: list[Any]) -> None:
-    """Launch every side's processes at once, then wait until each is ready."""
+    """Launch every side's processes at once, wait until each is ready, and make them
+    active (paused while another side is measured)."""
     try:
         for side in sides:
             side.launch()
         for side in sides:
             side.ready()
+        # Started on every CPU (a dozen imports at once), then every thread and child of
+        # every side moved to the fleet's CPUs, away from the producer's.
+        for side in sides:
+            pin_fleet(side.pids())
     except BaseException:
         stop_all(sides)
         raise
+    ACTIVE.extend(sides)
 
 
 def stop_all(sides: list[Any]) -> None:
     """Stop every side at once (warm shutdowns take a second or two each)."""
+    ACTIVE[:] = [s for s in ACTIVE if s not in sides]
     with ThreadPoolExecutor(max_workers=max(1, len(sides))) as pool:
         for future in [pool.submit(side.stop) for side in sides]:
             future.result()
@@ -186,6 +205,12 @@ class FleetlineSide(Side):
         assert self.producer is not None and self.settings is not None
         workers = 1 if self.single else len(self.settings.fleet.worker_types)
         wait_pings(self.producer.app, workers)
+
+    def pausable(self) -> list[int]:
+        """Its workers; beat runs on (RedBeat's 30 s lock would expire in a long pause, and
+        what it sends waits in this side's queues for its own samples)."""
+        beat = self.fleet.processes.get("beat")
+        return [pid for pid in self.pids() if beat is None or pid != beat.pid]
 
     def stop(self) -> None:
         self.fleet.stop()

@@ -31,13 +31,17 @@ def check_bare_queues(shape: Shape) -> Shape:
 
 @dataclass
 class BareCelerySide(Side):
-    """Bare Celery: a chord of the same headers on the same queues, and a counting callback."""
+    """Bare Celery: a chord of the same headers on the same queues, and a counting callback.
+
+    Its producer submits the way Fleetline's does: a send-only result backend (`quiet`: no
+    SUBSCRIBE per task), the same priority, every message through one acquired producer.
+    """
 
     pool: str = "threads"
     concurrency: int = 8
     single: bool = False
     sleep_ms: float = 0.0
-    quiet: bool = False
+    quiet: bool = True
     result_expires_s: int = 86_400
     app: Celery | None = None
     backend: Any = None
@@ -90,18 +94,18 @@ class BareCelerySide(Side):
             self.app = None
 
     def submit(self, shape: Shape) -> str:
-        from ops.bench.bare_celery import TASK_DONE, TASK_NOOP, TASK_SLEEP
+        from ops.bench.bare_celery import PRIORITY, TASK_DONE, TASK_NOOP, TASK_SLEEP
 
         assert self.app is not None
         job = uuid.uuid4().hex
         if self.sleep_ms:
             header = [
-                self.app.signature(TASK_SLEEP, args=(i, self.sleep_ms), queue=q)
+                self.app.signature(TASK_SLEEP, args=(i, self.sleep_ms), queue=q, priority=PRIORITY)
                 for i, q in enumerate(shape.queues)
             ]
         else:
             header = [
-                self.app.signature(TASK_NOOP, args=(i,), queue=q)
+                self.app.signature(TASK_NOOP, args=(i,), queue=q, priority=PRIORITY)
                 for i, q in enumerate(shape.queues)
             ]
         body = self.app.signature(
@@ -114,7 +118,10 @@ class BareCelerySide(Side):
             },
             # Where Fleetline's fan-in goes: the queue of the plan's then-step.
             queue=shape.then,
+            priority=PRIORITY,
         )
+        # A chord publishes its header through one acquired producer, as Fleetline's
+        # submit does its steps.
         chord(header, body).apply_async()
         return job
 

@@ -36,3 +36,14 @@ def ratio(a: float, b: float) -> float:
 def rounded(value: float, digits: int = 3) -> float | None:
     """JSON-friendly: NaN becomes null."""
     return None if math.isnan(value) else round(value, digits)
+
+
+def spread(values: Sequence[float]) -> dict[str, float | int | None]:
+    """Median, lowest and highest of some ratios (NaN left out), and how many there were."""
+    kept = [v for v in values if not math.isnan(v)]
+    return {
+        "median": rounded(median(kept), 4),
+        "min": rounded(min(kept), 4) if kept else None,
+        "max": rounded(max(kept), 4) if kept else None,
+        "n": len(kept),
+    }
