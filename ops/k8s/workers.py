@@ -65,7 +65,9 @@ def worker_deployment(worker_type: str, policy: WorkerPolicy, grace_s: int) -> M
         WORKER,
         # Pool, concurrency, queues (its own and housekeeping), node name and log level
         # come from the settings through `fleetline worker`, which execs the Celery
-        # worker: it is PID 1 and SIGTERM reaches it.
+        # worker: it is PID 1 and SIGTERM reaches it. FLEETLINE_WORKER_PROCESSES=N in the
+        # ConfigMap runs N of them per pod instead (PID 1 supervises and drains them all
+        # on SIGTERM); raise the pod's CPU with it, a threads pool uses about one core.
         ["fleetline", "worker", "--agents", worker_type],
         # Only workers call models, so only they get the keys.
         secret_files=PROVIDER_KEYS,
