@@ -121,14 +121,15 @@ def record_done(url: str, counter: str, times: str, job: str) -> None:
     pipe.execute()
 
 
-def log_call() -> None:
-    """One line per simulated call, like the sim provider's call log (start time only)."""
+def log_call(started: float) -> None:
+    """One line per simulated call once it ends: its start (`t`, as the sim's call log has
+    it) and its end, wall-clock seconds."""
     path = os.environ.get("BENCH_CALL_LOG")
     if not path:
         return
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, f'{{"t": {time.time()!r}}}\n'.encode())
+        os.write(fd, f'{{"t": {started!r}, "end": {time.time()!r}}}\n'.encode())
     finally:
         os.close(fd)
 
@@ -140,16 +141,17 @@ def _register(app: Celery, url: str) -> None:
 
     @app.task(name=TASK_SLEEP)  # type: ignore[untyped-decorator]
     def sleep(i: int, ms: float) -> dict[str, Any]:
-        started = time.monotonic()
-        log_call()
+        started, t = time.monotonic(), time.time()
         time.sleep(ms / 1000)
+        log_call(t)
         return {"i": i, "latency_ms": (time.monotonic() - started) * 1000}
 
     @app.task(name=TASK_DONE)  # type: ignore[untyped-decorator]
     def done(results: list[Any], job: str, counter: str, times: str, sleep_ms: float = 0.0) -> int:
         if sleep_ms:
-            log_call()
+            t = time.time()
             time.sleep(sleep_ms / 1000)
+            log_call(t)
         record_done(url, counter, times, job)
         return len(results)
 
