@@ -172,12 +172,31 @@ SPEND_HOLD_TTL_S = 900
 # the window's last second settles into it (must exceed SPEND_HOLD_TTL_S), and the report
 # and the kill-switch beat can still read the window that just closed.
 SPEND_WINDOW_GRACE_S = 3_600
-# A job's lifetime budget counter, refreshed on every reservation: it must outlive the job
-# (deadline at most 30 min, unfinished jobs kept a day), or its budget would start again.
+# A call record (spend_call) makes settle/release once, and a redelivery's reservation of
+# the same call id a duplicate. It lives as long as a redelivery or a late settle of the call
+# may still come, from the reservation (workers/spend.py `hold_for` derives it from the
+# settings): the Celery visibility timeout plus kombu's restore scan (a delivery that died
+# is redelivered within them), plus the call's hold (the longest it may run: the sweep must
+# still find the record to give the hold back), plus the Redis outage grace (its closing
+# trip may be retried that long), plus SPEND_CALL_MARGIN_S (clocks, queue wait). 300 + 10 +
+# 90 + 30 + 60 = 490 s with the default settings. Past that the job's own counter still
+# names the call (spend_job: its `call|<id>` field), so a later reservation of the id stays
+# a duplicate and a late settle finds no record and charges nothing: never twice.
+SPEND_CALL_MARGIN_S = 60
+# What a caller that gives only a hold's seconds (not the settings) gets on top of its hold:
+# the default visibility timeout (300 s), restore scan (10 s), outage grace (30 s) and margin.
+SPEND_CALL_DEFAULT_EXTRA_S = 300 + 10 + 30 + SPEND_CALL_MARGIN_S
+# The record of a call held for the default SPEND_HOLD_TTL_S by such a caller.
+SPEND_CALL_TTL_S = SPEND_HOLD_TTL_S + SPEND_CALL_DEFAULT_EXTRA_S
+# A job's lifetime counter must outlive the job record: each reservation keeps it at least
+# to the job's deadline (its budget must hold while it can still reserve) and at least the
+# finished-job TTL (FLEETLINE_LIMITS_FINISHED_TTL_S), and each settlement at least that TTL
+# again (a job's last settle comes just before it is finalised, and finalising gives the
+# record that TTL), plus SPEND_JOB_MARGIN_S: finalising comes a trip or two after the last
+# settlement. Writes never shorten it. A caller that does not say (a saving of a job that
+# reserved nothing, a debate round) gives a counter without a TTL this one.
 SPEND_JOB_TTL_S = 2 * 86_400
-# A call record makes settle/release idempotent; it outlives any redelivery of the task
-# (the visibility timeout, 5 min by default, plus retries).
-SPEND_CALL_TTL_S = 86_400
+SPEND_JOB_MARGIN_S = 60
 
 
 def spend_window(window_code: str, bucket: str) -> str:
@@ -191,12 +210,27 @@ def spend_window(window_code: str, bucket: str) -> str:
 
 
 def spend_job(job_id: str) -> str:
-    """HASH: the job's lifetime counters (`job:<id>|<metric>`), TTL SPEND_JOB_TTL_S."""
+    """HASH: the job's lifetime counters (`job:<id>|<metric>`), its tenant (`tenant`), and
+    one field per call id reserved for it (spend_job_call: `r` reserved, `-` released,
+    `<nano-USD>,<tokens>` once settled: what reconcile reads once the call record is gone).
+    TTL: at least to the job's deadline and the finished-job TTL (SPEND_JOB_TTL_S's note)."""
     return f"{PREFIX}:{{spend}}:job:{job_id}"
 
 
+def spend_job_call(call_id: str) -> str:
+    """The field of spend_job that names one of the job's call ids."""
+    return f"call|{call_id}"
+
+
 def spend_call(call_id: str) -> str:
-    """HASH: one model call's reservation record (state, amounts, counters it holds)."""
+    """HASH: one model call's reservation record: state, usd, tokens, delivery, keys (JSON
+    list of the counter keys it holds), counters (JSON [[key indexes, scope], ...]: each
+    scope once, with the keys it is counted in), job (the index of the job's counter),
+    keep (the job counter's TTL floor at settlement), rate (its rate window, when limited)
+    and, once settled, actual_usd and actual_tokens (delivery, keep and rate then go: only
+    a reservation in flight needs them). TTL: from the reservation, see the
+    SPEND_CALL_MARGIN_S note (the hold's seconds plus SPEND_CALL_DEFAULT_EXTRA_S when the
+    caller gives no settings)."""
     return f"{PREFIX}:{{spend}}:call:{call_id}"
 
 

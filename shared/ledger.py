@@ -227,12 +227,43 @@ class SpendReport:
         return self.fleet.saved_tiering_usd
 
 
+@dataclass(frozen=True)
+class Hold:
+    """How long a reservation holds its worst case, and how long the ledger keeps what it
+    writes for the call (see keys.SPEND_CALL_MARGIN_S and keys.SPEND_JOB_TTL_S).
+
+    seconds: the hold (given back this long after it was taken, when never settled).
+    record_s: the call record's TTL. job_until: the job's deadline (epoch seconds; its
+    counter lives at least until then). job_keep_s: the finished-job TTL plus
+    keys.SPEND_JOB_MARGIN_S (its counter lives at least that long past each reservation
+    and settlement); None: keys.SPEND_JOB_TTL_S from each reservation.
+    """
+
+    seconds: float
+    record_s: int
+    job_until: float = 0.0
+    job_keep_s: int | None = None
+
+    @classmethod
+    def of(cls, seconds: float) -> Hold:
+        """A hold given only in seconds (a caller without the settings)."""
+        extra = math.ceil(seconds) + keys.SPEND_CALL_DEFAULT_EXTRA_S
+        return cls(seconds, max(keys.SPEND_CALL_TTL_S, extra))
+
+    def job_ttl_s(self, now: float) -> int:
+        """The TTL the job's counter keeps at least from a reservation at `now`."""
+        if self.job_keep_s is None:
+            return keys.SPEND_JOB_TTL_S
+        return max(math.ceil(self.job_until - now), self.job_keep_s)
+
+
 def plan_counters(
-    scopes: Sequence[Scope], model: str, now: float
+    scopes: Sequence[Scope], model: str, now: float, job_ttl_s: int = keys.SPEND_JOB_TTL_S
 ) -> tuple[list[str], list[int], list[list[Any]]]:
     """The counter keys (with TTLs) a reservation touches, and each counter's limits.
 
     Counters are checked in order: job lifetime, then every scope's hour, then its day.
+    job_ttl_s: the least TTL the job's counter keeps.
     """
     counter_keys: list[str] = []
     ttls: list[int] = []
@@ -249,7 +280,7 @@ def plan_counters(
 
     for s in scopes:
         if s.kind is ScopeKind.JOB:
-            i = index(keys.spend_job(s.name), keys.SPEND_JOB_TTL_S)
+            i = index(keys.spend_job(s.name), job_ttl_s)
             tokens = -1 if s.budget_tokens is None else s.budget_tokens
             counters.append([i, s.label, cap(s.budget_usd), tokens, "lifetime"])
     for window in Window:
@@ -295,7 +326,7 @@ def parse_settle(reply: Any) -> Settlement:
 class Ledger:
     """Spend reservations and counters in Redis. The client is injected, one per process."""
 
-    def __init__(self, client: redis.Redis, hold_s: float = keys.SPEND_HOLD_TTL_S) -> None:
+    def __init__(self, client: redis.Redis, hold_s: float | Hold = keys.SPEND_HOLD_TTL_S) -> None:
         self._r = client
         self._hold_s = hold_s
         self._reserve = load_script(client, "ledger_reserve", "ledger_lib")
@@ -318,7 +349,7 @@ class Ledger:
         *,
         model: str = "",
         now: float | None = None,
-        hold_s: float | None = None,
+        hold_s: float | Hold | None = None,
         delivery: str = "",
         rate: RateLimit | None = None,
     ) -> Reservation:
@@ -327,7 +358,9 @@ class Ledger:
         call_id: one provider call attempt (reserving it again changes nothing: the
         delivery that holds it still does, any other is refused). usd/tokens: the call's
         worst case. model: counted for the per-model report. hold_s: how long the hold
-        outlives a worker that never settles (default keys.SPEND_HOLD_TTL_S). delivery:
+        outlives a worker that never settles (default keys.SPEND_HOLD_TTL_S), in seconds or
+        as a Hold that also says how long the call's record and job counter are kept
+        (workers/spend.py `hold_for` derives one from the settings). delivery:
         who takes the hold. rate: the model's per-minute limits (one request and `tokens`
         are held in the current minute too).
         """
@@ -360,7 +393,7 @@ class Ledger:
         *,
         model: str = "",
         now: float | None = None,
-        hold_s: float | None = None,
+        hold_s: float | Hold | None = None,
         delivery: str = "",
         rate: RateLimit | None = None,
     ) -> int:
@@ -368,17 +401,20 @@ class Ledger:
         if usd < 0 or tokens < 0:
             raise ValueError("a reservation needs usd >= 0 and tokens >= 0")
         now = time.time() if now is None else now
-        counter_keys, ttls, counters = plan_counters(scopes, model, now)
-        hold = self._hold_s if hold_s is None else hold_s
+        given = self._hold_s if hold_s is None else hold_s
+        hold = given if isinstance(given, Hold) else Hold.of(given)
+        counter_keys, ttls, counters = plan_counters(scopes, model, now, hold.job_ttl_s(now))
         # The record must outlive its hold, or a sweep could not give the hold back.
-        record_ttl = max(keys.SPEND_CALL_TTL_S, math.ceil(hold) + keys.SPEND_WINDOW_GRACE_S)
+        record_ttl = max(hold.record_s, math.ceil(hold.seconds) + 1)
         rate_keys, rate_spec = rate_arguments(rate, now)
+        tenant = next((s.name for s in scopes if s.kind is ScopeKind.TENANT), "")
+        keep = "" if hold.job_keep_s is None else str(hold.job_keep_s)
         return trip.script(
             self._reserve,
             [keys.spend_call(call_id), keys.spend_holds(), *counter_keys, *rate_keys],
             [
                 repr(now),
-                repr(now + hold),
+                repr(now + hold.seconds),
                 record_ttl,
                 to_nano(usd),
                 tokens,
@@ -386,6 +422,9 @@ class Ledger:
                 json.dumps(ttls),
                 delivery,
                 rate_spec,
+                keys.spend_job_call(call_id),
+                tenant,
+                keep,
             ],
         )
 
@@ -420,7 +459,13 @@ class Ledger:
         return trip.script(
             self._settle,
             [keys.spend_call(call_id), keys.spend_holds()],
-            [to_nano(actual_usd), actual_tokens, repr(now), to_nano(max(0.0, saved_tiering_usd))],
+            [
+                to_nano(actual_usd),
+                actual_tokens,
+                repr(now),
+                to_nano(max(0.0, saved_tiering_usd)),
+                keys.spend_job_call(call_id),
+            ],
         )
 
     def release(self, call_id: str) -> Settlement:
@@ -429,7 +474,11 @@ class Ledger:
 
     def queue_release(self, trip: RoundTrip, call_id: str) -> int:
         """Queue a release; read the reply at the index returned with parse_settle."""
-        return trip.script(self._release, [keys.spend_call(call_id), keys.spend_holds()], [])
+        return trip.script(
+            self._release,
+            [keys.spend_call(call_id), keys.spend_holds()],
+            [keys.spend_job_call(call_id)],
+        )
 
     def record_saving(
         self,
@@ -498,15 +547,38 @@ class Ledger:
         return _scopes(self._r.hgetall(keys.spend_job(job_id))).get(f"job:{job_id}", ScopeSpend())
 
     def call_records(self, call_ids: Iterable[str]) -> dict[str, CallRecord]:
-        """The records of these call ids that exist (read only, READ_BATCH a round trip)."""
+        """The records of these call ids that exist (read only, READ_BATCH a round trip).
+
+        A call whose record is gone (its TTL is short) is read from what its job's counter
+        keeps of it (state, charge, tenant) while that counter lives: as long as the job.
+        """
         replies = read_each(
             self._r, call_ids, lambda pipe, call_id: pipe.hgetall(keys.spend_call(call_id))
         )
-        found = {}
+        found, gone = {}, []
         for call_id, raw in replies:
             record = parse_call_record(call_id, raw)
-            if record is not None:
+            if record is None:
+                gone.append(call_id)
+            else:
                 found[call_id] = record
+        found.update(self._kept_calls(gone))
+        return found
+
+    def _kept_calls(self, call_ids: Sequence[str]) -> dict[str, CallRecord]:
+        """What the jobs' counters keep of these call ids: each id is looked for under
+        every job its `<job>:` prefixes could name."""
+        tried = [(call_id, job) for call_id in call_ids for job in _job_prefixes(call_id)]
+
+        def read(pipe: Any, i: str) -> None:
+            call_id, job = tried[int(i)]
+            pipe.hmget(keys.spend_job(job), keys.spend_job_call(call_id), "tenant")
+
+        found: dict[str, CallRecord] = {}
+        for i, (kept, tenant) in read_each(self._r, map(str, range(len(tried))), read):
+            call_id, job = tried[int(i)]
+            if kept is not None and call_id not in found:
+                found[call_id] = parse_kept_call(call_id, job, _text(kept), _text(tenant or ""))
         return found
 
     def job_call_ids(self, job_ids: Iterable[str], limit: int = 100_000) -> dict[str, list[str]]:
@@ -521,12 +593,21 @@ class Ledger:
         found: dict[str, list[str]] = {job: [] for job in job_ids}
         if not found:
             return found
+        # The job's counter names each of its call ids for as long as the job lives; the
+        # SCAN finds the records of calls reserved before it did.
+        named = keys.spend_job_call("")
+        seen: dict[str, set[str]] = {job: set() for job in found}
+        for job, fields in read_each(
+            self._r, list(found), lambda pipe, job: pipe.hkeys(keys.spend_job(job))
+        ):
+            seen[job].update(f[len(named) :] for f in map(_text, fields) if f.startswith(named))
         prefix = keys.spend_call("")
         for key in scan_names(self._r, keys.spend_call("*")):
             call_id = key[len(prefix) :]
             for job in _jobs_under(call_id, found):
-                if len(found[job]) < limit:
-                    found[job].append(call_id)
+                seen[job].add(call_id)
+        for job, call_ids in seen.items():
+            found[job] = sorted(call_ids)[:limit]
         return found
 
 
@@ -556,6 +637,7 @@ def parse_call_record(call_id: str, raw: dict[Any, Any]) -> CallRecord | None:
     if "state" not in fields:
         return None
     names: dict[str, str] = {}
+    # [[key indexes, scope], ...] (or [[key, scope], ...] in a record of before): scopes.
     for _key, scope in json.loads(fields.get("counters") or "[]"):
         kind, _, name = str(scope).partition(":")
         names.setdefault(kind, name)
@@ -572,6 +654,31 @@ def parse_call_record(call_id: str, raw: dict[Any, Any]) -> CallRecord | None:
     )
 
 
+def parse_kept_call(call_id: str, job_id: str, kept: str, tenant: str = "") -> CallRecord:
+    """A call read from its job's counter (keys.spend_job): `r` reserved and never
+    settled (its hold has expired), `-` released, `<nano-USD>,<tokens>` settled."""
+    if kept in ("r", "-"):
+        state = "expired" if kept == "r" else "released"
+        return CallRecord(call_id, state, job_id=job_id, tenant=tenant)
+    usd, _, tokens = kept.partition(",")
+    return CallRecord(
+        call_id,
+        "settled",
+        actual_usd=int(usd) / NANO,
+        actual_tokens=int(tokens or 0),
+        job_id=job_id,
+        tenant=tenant,
+    )
+
+
+def _job_prefixes(call_id: str) -> Iterator[str]:
+    """Every `<job>` a call id `<job>:...` could start with."""
+    end = call_id.find(":")
+    while end >= 0:
+        yield call_id[:end]
+        end = call_id.find(":", end + 1)
+
+
 def _jobs_under(call_id: str, jobs: Container[str]) -> Iterator[str]:
     """The jobs of `jobs` whose `<job>:` the call id starts with."""
     end = call_id.find(":")
@@ -583,11 +690,15 @@ def _jobs_under(call_id: str, jobs: Container[str]) -> Iterator[str]:
 
 def _scopes(raw: dict[Any, Any]) -> dict[str, ScopeSpend]:
     table: dict[str, dict[str, Any]] = {}
-    for k, v in raw.items():
-        scope, _, metric = _text(k).rpartition("|")
-        table.setdefault(scope, {})[metric] = int(v) / NANO if metric.endswith("usd") else int(v)
     known = ScopeSpend.__dataclass_fields__
-    return {s: ScopeSpend(**{k: v for k, v in m.items() if k in known}) for s, m in table.items()}
+    named = keys.spend_job_call("")
+    for k, v in raw.items():
+        text = _text(k)
+        scope, _, metric = text.rpartition("|")
+        if metric not in known or text.startswith(named):
+            continue  # a job counter's tenant and call ids
+        table.setdefault(scope, {})[metric] = int(v) / NANO if metric.endswith("usd") else int(v)
+    return {s: ScopeSpend(**m) for s, m in table.items()}
 
 
 def _text(value: Any) -> str:

@@ -13,6 +13,9 @@ Differences: `uncharged` (a billed call with no settled record), `amount` (charg
 billed differ by more than the ledger's rounding: 1e-9 USD per record, each record being
 kept in whole nano-USD) and `unbilled` (a settled record of one of the invoice's jobs that
 no line bills). Pure: the ledger records come from a loader, so this runs without Redis.
+A call record lives minutes (until no redelivery can come); once it is gone the loader
+reads the call from what its job's spend counter keeps of it (state, charge, tenant) for
+as long as the job's records live, so a job is reconciled for its whole TTL.
 """
 
 from __future__ import annotations

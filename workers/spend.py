@@ -11,13 +11,15 @@ worker that dies before settling, or a Redis away past the grace, loses no charg
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from fleetline.shared.ledger import Reservation, parse_reserve
+from fleetline.shared import keys
+from fleetline.shared.ledger import Hold, Reservation, parse_reserve
 from fleetline.shared.models.base import ModelRequest, ModelResponse, render_messages
 from fleetline.shared.models.prices import call_cost_usd, input_token_bound
 from fleetline.shared.rate_limits import WAIT_IN_PLACE_S
@@ -35,10 +37,26 @@ if TYPE_CHECKING:
 HOLD_MARGIN_S = 15.0
 
 
-def hold_for(run: SubtaskRun) -> float:
-    """How long a call of this step holds its reservation."""
-    policy = run.runtime.settings.worker(run.payload.subtask.worker_type)
-    return max(policy.time_limit_s, policy.max_call_s) + HOLD_MARGIN_S
+def hold_for(run: SubtaskRun) -> Hold:
+    """How long a call of this step holds its reservation, and how long the ledger keeps
+    the call's record and the job's counter (keys.SPEND_CALL_MARGIN_S, SPEND_JOB_TTL_S)."""
+    settings = run.runtime.settings
+    policy = settings.worker(run.payload.subtask.worker_type)
+    seconds = max(policy.time_limit_s, policy.max_call_s) + HOLD_MARGIN_S
+    celery = settings.celery
+    redelivered_within = (
+        celery.visibility_timeout_s
+        + celery.unacked_restore_interval_s * celery.unacked_restore_throttle
+    )
+    record_s = (
+        redelivered_within + seconds + settings.redis.outage_grace_s + keys.SPEND_CALL_MARGIN_S
+    )
+    return Hold(
+        seconds,
+        math.ceil(record_s),
+        job_until=run.payload.deadline_at,
+        job_keep_s=settings.limits.finished_ttl_s + keys.SPEND_JOB_MARGIN_S,
+    )
 
 
 @dataclass(frozen=True)

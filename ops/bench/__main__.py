@@ -19,7 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ops.bench import scenarios_cost, scenarios_guards, scenarios_io, scenarios_speed
+from ops.bench import (
+    scenarios_cost,
+    scenarios_guards,
+    scenarios_io,
+    scenarios_memory,
+    scenarios_speed,
+)
 from ops.bench.context import Context
 from ops.bench.harness import Bench
 from ops.bench.plan import FULL, QUICK
@@ -38,7 +44,7 @@ SCENARIOS: dict[str, Scenario] = {
     "latency": scenarios_speed.latency,
     "redis_cost": scenarios_cost.redis_cost,
     "fanout": scenarios_speed.fanout,
-    "memory": scenarios_cost.memory,
+    "memory": scenarios_memory.memory,
     "io_concurrency": scenarios_io.io_concurrency,
     "guards": scenarios_guards.guards,
 }

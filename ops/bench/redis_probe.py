@@ -126,7 +126,10 @@ def keys_of(client: redis.Redis) -> set[bytes]:
 
 
 def census(client: redis.Redis, known: set[bytes]) -> dict[str, Any]:
-    """Keys not in `known`: how many, their bytes, and which have no TTL, by pattern."""
+    """Keys not in `known`: how many, their bytes, and which have no TTL, by pattern.
+
+    Bytes are MEMORY USAGE with SAMPLES 0: every field counted (the default samples five
+    of a hash's fields and extrapolates, which misjudges a hash of one long field)."""
     new = [k for k in keys_of(client) if k not in known]
     by_pattern: dict[str, dict[str, int]] = collections.defaultdict(
         lambda: {"keys": 0, "bytes": 0, "no_ttl": 0, "max_ttl_s": 0}
@@ -137,7 +140,7 @@ def census(client: redis.Redis, known: set[bytes]) -> dict[str, Any]:
         pipe = client.pipeline(transaction=False)
         for key in chunk:
             pipe.ttl(key)
-            pipe.memory_usage(key)
+            pipe.memory_usage(key, samples=0)
         replies = pipe.execute()
         for i, key in enumerate(chunk):
             ttl, size = replies[2 * i], replies[2 * i + 1] or 0
@@ -168,7 +171,7 @@ def sizes_of(client: redis.Redis, keys: set[bytes]) -> dict[bytes, tuple[int, in
         pipe = client.pipeline(transaction=False)
         for key in chunk:
             pipe.ttl(key)
-            pipe.memory_usage(key)
+            pipe.memory_usage(key, samples=0)
         replies = pipe.execute()
         for i, key in enumerate(chunk):
             if replies[2 * i] != -2:
@@ -190,3 +193,35 @@ def growth(
                 no_ttl[pattern(key)] += grew
     top = dict(sorted(by_pattern.items(), key=lambda kv: -kv[1])[:10])
     return {"bytes": sum(by_pattern.values()), "by_pattern": top, "no_ttl": dict(no_ttl)}
+
+
+def family(key_pattern: str, names: frozenset[str] = frozenset()) -> str:
+    """The family of a key pattern: the fleet's `names` (worker types, models) as `<name>`,
+    and after the first id only the kind segments (letters, last or before an id: `trace`,
+    `once`), so that `fl:{spend}:call:<id>:extract-d#:#:sim-small` is `fl:{spend}:call:<id>`."""
+    segments = key_pattern.split(":")
+    out: list[str] = []
+    seen_id = False
+    for i, segment in enumerate(segments):
+        if seen_id and "<id>" not in segment:
+            last = i == len(segments) - 1
+            kind = segment.replace("_", "").isalpha() and segment not in names
+            if not (kind and (last or "<id>" in segments[i + 1])):
+                continue
+        out.append("<name>" if segment in names else segment)
+        seen_id = seen_id or "<id>" in segment
+    return ":".join(out)
+
+
+def bytes_by_family(
+    new: dict[str, Any], grew: dict[str, Any], jobs: int, names: frozenset[str] = frozenset()
+) -> dict[str, int]:
+    """Bytes per job by key family, biggest first: of the keys a run made (a census), and
+    what it added to keys that were there before (a growth)."""
+    total: dict[str, int] = collections.defaultdict(int)
+    for key_pattern, row in new["by_pattern"].items():
+        total[family(key_pattern, names)] += int(row["bytes"])
+    for key_pattern, size in grew["by_pattern"].items():
+        total[family(key_pattern, names)] += int(size)
+    ranked = sorted(total.items(), key=lambda kv: -kv[1])
+    return {name: round(size / jobs) for name, size in ranked if size}

@@ -1,4 +1,4 @@
-"""Cost scenarios on the no-op stack: Redis work per subtask, and memory (Redis and RSS)."""
+"""Cost scenario on the no-op stack: Redis work per subtask (memory: scenarios_memory)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,14 @@ import logging
 import time
 from typing import Any
 
-import psutil  # type: ignore[import-untyped, unused-ignore]  # no types-psutil in the venv
 import redis
 
 from ops.bench.context import Context
-from ops.bench.harness import Sample, alternate, tree_rss_mb
-from ops.bench.jobs import run_burst, shape_of
-from ops.bench.redis_probe import Monitor, census, growth, keys_of, sizes_of, snapshot
+from ops.bench.harness import Sample, alternate
+from ops.bench.jobs import run_burst
+from ops.bench.redis_probe import Monitor, snapshot
 from ops.bench.scenario import med, pairwise, ratio_text, result
-from ops.bench.stats import quartile_medians, ratio
+from ops.bench.stats import ratio
 
 log = logging.getLogger("ops.bench")
 
@@ -132,166 +131,4 @@ def redis_cost(ctx: Context) -> dict[str, Any]:
             "benchmark's own completion polls are counted and subtracted. MONITOR is on, "
             "so nothing here is timed.",
         ],
-    )
-
-
-def _labels(side: Any) -> list[str]:
-    if hasattr(side, "fleet"):
-        return list(side.fleet.processes)
-    return [f"worker{i}" for i in range(len(side.procs))]
-
-
-def _memory_side(ctx: Context, side: Any, jobs: int) -> dict[str, Any]:
-    stack, bench, sizes = ctx.noop(), ctx.bench, ctx.sizes
-    assert stack.fleetline.settings is not None
-    small = shape_of(stack.fleetline.settings, sizes.memory_docs)
-    client = bench.client(side.db)
-    run_burst(side, stack.shape, 10)
-    run_burst(side, small, 10)
-    known = keys_of(client)
-    start_sizes = sizes_of(client, known)
-    # Bytes per job of the standard job, read before any of its TTLs can pass: the keys it
-    # made, and what it added to keys that were there before (shared counters, indexes).
-    run_burst(side, stack.shape, sizes.memory_bytes_jobs)
-    bytes_census = census(client, known)
-    grew = growth(start_sizes, sizes_of(client, known))
-    n = sizes.memory_bytes_jobs
-    out: dict[str, Any] = {
-        "jobs": jobs,
-        "rss_run_subtasks_per_job": small.subtasks,
-        "bytes_per_job": round((bytes_census["bytes"] + grew["bytes"]) / n),
-        "bytes_per_job_new_keys": round(bytes_census["bytes"] / n),
-        "bytes_per_job_existing_keys_growth": round(grew["bytes"] / n),
-        "keys_per_job": round(bytes_census["keys"] / n, 2),
-        "bytes_run": {"jobs": n, "census": bytes_census, "existing_keys_growth": grew},
-    }
-    me = psutil.Process()
-    pids = dict(zip(_labels(side), [p.pid for p in side.procs], strict=False))
-    series: dict[str, list[float]] = {"producer": [], **{k: [] for k in pids}}
-    last = [0.0]
-
-    def tick() -> None:
-        if time.monotonic() - last[0] < 0.5:
-            return
-        last[0] = time.monotonic()
-        series["producer"].append(me.memory_info().rss / 2**20)
-        for label, pid in pids.items():
-            series[label].append(round(sum(tree_rss_mb([pid]).values()), 2))
-
-    r = run_burst(side, small, jobs, window=sizes.memory_window, tick=tick)
-    out["wall_s"] = round(r.wall_s, 2)
-    out["finished_at"] = r.finished
-    out["census_after_run"] = census(client, known)
-    # Keys that existed before the runs (queues, indexes, shared counters) must not grow
-    # with every job; `no_ttl` growth would never go.
-    out["existing_keys_growth_after_run"] = growth(start_sizes, sizes_of(client, known))
-    rss: dict[str, Any] = {}
-    for label, values in series.items():
-        first, last_q = quartile_medians(values)
-        rss[label] = {
-            "first_quartile_mb": round(first, 1),
-            "last_quartile_mb": round(last_q, 1),
-            "growth_pct": round((last_q - first) / first * 100, 2) if first else None,
-            "samples_mb": [round(v, 1) for v in values],
-        }
-    out["rss"] = rss
-    out["known_keys"] = known
-    return out
-
-
-def _per_job_without_ttl(found: dict[str, Any]) -> int:
-    """Keys without a TTL in families of more than one key (a singleton is not a leak)."""
-    return sum(r["no_ttl"] for r in found["by_pattern"].values() if r["keys"] > 1)
-
-
-def _left(side: dict[str, Any]) -> str:
-    if side["keys_left"] is None:
-        return f"{side['keys_left_without_ttl']} per-job keys without TTL"
-    return (
-        f"{side['keys_left']} keys left after TTL "
-        f"({side['keys_left_without_ttl']} per-job keys without TTL)"
-    )
-
-
-def memory(ctx: Context) -> dict[str, Any]:
-    stack, sizes = ctx.noop(), ctx.sizes
-    f = _memory_side(ctx, stack.fleetline, sizes.memory_jobs)
-    b = _memory_side(ctx, stack.bare, sizes.memory_baseline_jobs)
-    notes = [
-        f"Fleetline and bare Celery run with finished-job TTL and result_expires of "
-        f"{sizes.ttl_s} s. Bytes per job = MEMORY USAGE of the keys a run of "
-        f"{sizes.memory_bytes_jobs} standard jobs created, read right after it (before any "
-        "TTL passed). RSS sampled every 0.5 s over a run of "
-        f"{sizes.memory_jobs} jobs of {sizes.memory_docs} document(s) (bare: "
-        f"{sizes.memory_baseline_jobs}) with at most {sizes.memory_window} unfinished at "
-        "once; flat = last-quartile median within 10 % of the first-quartile median for "
-        "the producer and every worker. Bytes per job include what the jobs added to keys "
-        "that existed before (shared counters such as the spend window hashes).",
-    ]
-    for side in (f, b):
-        side["no_ttl_after_run"] = side["census_after_run"]["no_ttl"]
-    if sizes.memory_wait_ttl:
-        wake = max(f["finished_at"], b["finished_at"]) + sizes.ttl_s + 5
-        log.info(" waiting %.0f s for TTLs to pass", max(0.0, wake - time.time()))
-        time.sleep(max(0.0, wake - time.time()))
-        for side, runner in ((f, stack.fleetline), (b, stack.bare)):
-            after = census(ctx.bench.client(runner.db), side["known_keys"])
-            side["census_after_ttl"] = after
-            side["keys_left"] = after["keys"]
-            side["keys_left_without_ttl"] = _per_job_without_ttl(after)
-        notes.append(
-            "Keys left = keys the runs created still there once the configured TTLs "
-            f"({sizes.ttl_s} s) passed; `census_after_ttl.by_pattern` shows which, with "
-            "their remaining TTL (keys with a fixed TTL of their own outlive the setting)."
-        )
-    else:
-        for side in (f, b):
-            side["keys_left"] = None
-            side["keys_left_without_ttl"] = _per_job_without_ttl(side["census_after_run"])
-        notes.append(
-            "Quick mode does not wait out the TTLs: it checks the keys the run created for "
-            "no TTL (TTL -1: never go; a family of one key, a singleton, is not counted) and "
-            "for Fleetline keys whose TTL is longer than the TTL settings (they outlive "
-            "them: fixed TTLs in shared/keys.py)."
-        )
-    for side in (f, b):
-        side.pop("known_keys")
-    leaked = f["keys_left_without_ttl"]
-    # Fleetline's own keys that outlive the configured TTLs (the baseline has none).
-    final = f.get("census_after_ttl") or f["census_after_run"]
-    limit = 0 if sizes.memory_wait_ttl else sizes.ttl_s + 5
-    outliving = {
-        pattern: row
-        for pattern, row in final["by_pattern"].items()
-        if pattern.startswith("fl:") and row["max_ttl_s"] > limit
-    }
-    f["fleetline_keys_outliving_ttl"] = outliving
-    persistent_growth = f["existing_keys_growth_after_run"]["no_ttl"]
-    shared_top = next(iter(f["bytes_run"]["existing_keys_growth"]["by_pattern"]), "none")
-    flat = all((v["growth_pct"] or 0) <= 10 for v in f["rss"].values() if v["first_quartile_mb"])
-    worst = max(f["rss"].items(), key=lambda kv: kv[1]["growth_pct"] or 0)
-    return result(
-        fleetline=f,
-        baseline=b,
-        ratio={"bytes_per_job": ratio(f["bytes_per_job"], b["bytes_per_job"])},
-        target="keys back to baseline once TTLs pass (none without TTL, no Fleetline key "
-        "outliving the TTL settings); RSS flat",
-        target_met=leaked == 0 and not persistent_growth and not outliving and flat,
-        headline={
-            "fleetline": f"{f['bytes_per_job']} B/job ({f['bytes_per_job_existing_keys_growth']} "
-            f"into existing keys, most {shared_top}), {_left(f)}, "
-            f"{sum(r['keys'] for r in outliving.values())} fl: keys outlive the TTL "
-            f"({', '.join(sorted({':'.join(p.split(':')[:3]) for p in outliving})) or 'none'}), "
-            f"RSS worst {worst[0]} "
-            f"{worst[1]['growth_pct']:+.1f} %",
-            "baseline": f"{b['bytes_per_job']} B/job, {_left(b)}",
-            "ratio": f"{f['bytes_per_job'] / b['bytes_per_job']:.2f}x bytes",
-        },
-        notes=notes,
-        target_detail={
-            "keys_without_ttl": leaked,
-            "fleetline_keys_outliving_ttl": sum(r["keys"] for r in outliving.values()),
-            "growth_of_keys_without_ttl": persistent_growth,
-            "rss_flat": flat,
-        },
     )

@@ -1,12 +1,43 @@
 -- Prepended to every ledger script. Amounts are integers (USD in nano-dollars, tokens) kept
 -- as strings end to end: Lua numbers would be printed in exponent form past 1e14.
 -- A call record (HASH fl:{spend}:call:<id>) holds state (reserved | settled | released |
--- expired), usd, tokens and counters: JSON [[key, scope], ...] it reserved against. Those
--- keys come from the record, not KEYS: every ledger key shares the {spend} hash tag, so
--- they live in the script's slot on a cluster too.
+-- expired), usd, tokens, keys (JSON list of the counter keys it holds), counters (JSON
+-- [[key indexes into keys, scope], ...]; a record written before keys existed names the key
+-- itself: [[key, scope], ...]), job (the index of the job's counter in keys) and keep (the
+-- TTL that counter keeps at least from the settlement). Those keys come from the record, not
+-- KEYS: every ledger key shares the {spend} hash tag, so they live in the script's slot on
+-- a cluster too. The job's counter names each call id (field ARGV `call field`): `r`
+-- reserved, `-` released, `<usd>,<tokens>` settled; it outlives the record.
 local function neg(amount)
   if amount == "0" then return "0" end
   return "-" .. amount
+end
+
+-- The record's {key, scope} pairs, from its keys and counters fields.
+local function held(keys_json, counters_json)
+  local names = keys_json and cjson.decode(keys_json) or {}
+  local pairs_out = {}
+  for _, c in ipairs(cjson.decode(counters_json)) do
+    if type(c[1]) == "table" then
+      for _, i in ipairs(c[1]) do pairs_out[#pairs_out + 1] = {names[i], c[2]} end
+    else
+      pairs_out[#pairs_out + 1] = c
+    end
+  end
+  return pairs_out
+end
+
+-- The job's counter a record holds (nil when it holds none, or it is gone).
+local function job_counter(keys_json, job_index)
+  if not keys_json or not job_index then return nil end
+  local key = cjson.decode(keys_json)[tonumber(job_index)]
+  if key and redis.call("EXISTS", key) == 1 then return key end
+  return nil
+end
+
+-- Keep a key at least `ttl` seconds from now (a write never shortens what another set).
+local function keep_at_least(key, ttl)
+  if redis.call("TTL", key) < tonumber(ttl) then redis.call("EXPIRE", key, ttl) end
 end
 
 -- Give back a call's hold on every counter that still exists (an expired window stays gone).
@@ -32,9 +63,9 @@ end
 local function sweep(holds, now, limit)
   local expired = redis.call("ZRANGEBYSCORE", holds, "-inf", now, "LIMIT", 0, limit)
   for _, call in ipairs(expired) do
-    local rec = redis.call("HMGET", call, "state", "usd", "tokens", "counters")
+    local rec = redis.call("HMGET", call, "state", "usd", "tokens", "counters", "keys")
     if rec[1] == "reserved" then
-      unhold(cjson.decode(rec[4]), rec[2], rec[3])
+      unhold(held(rec[5], rec[4]), rec[2], rec[3])
       rate_adjust(call, -tonumber(rec[3]))
       redis.call("HSET", call, "state", "expired")
     end

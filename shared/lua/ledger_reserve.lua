@@ -3,19 +3,35 @@
 -- KEYS: call, holds, each counter key once, then the rate window (when there is a limit)
 -- ARGV: now, hold_until, record_ttl_s, usd, tokens,
 --       counters JSON [[key_index, scope, limit_usd, limit_tokens, window], ...] (-1 = none),
---       ttls JSON [ttl_s for KEYS[3], KEYS[4], ...], delivery (who takes the hold),
---       rate JSON {group, rpm, tpm, ttl, reset_ms} (-1 = none) or "" without a limit
--- Returns {1, "reserved"}; {2, state, delivery} when the call id already has a record
--- (nothing changes; the delivery is the one that took it); {0, scope, window, metric,
--- limit, spent, reserved, requested} when a spend limit would be passed (spent + reserved
--- + this call > limit); {3, "rate:<group>", "minute", metric, limit, used, 0, requested,
--- reset_ms} when the rate window cannot take the call (metric: requests or tokens).
+--       ttls JSON [ttl_s for KEYS[3], KEYS[4], ...] (each key is kept at least that long),
+--       delivery (who takes the hold),
+--       rate JSON {group, rpm, tpm, ttl, reset_ms} (-1 = none) or "" without a limit,
+--       call field (the call id's field in its job's counter), tenant ("" when none),
+--       keep (the TTL the job's counter keeps at least from the settlement; "" none)
+-- Returns {1, "reserved"}; {2, state, delivery} when the call id already has a record, or
+-- its job's counter names it after the record went (nothing changes; the delivery is the
+-- one that took it, "" when gone); {0, scope, window, metric, limit, spent, reserved,
+-- requested} when a spend limit would be passed (spent + reserved + this call > limit);
+-- {3, "rate:<group>", "minute", metric, limit, used, 0, requested, reset_ms} when the
+-- rate window cannot take the call (metric: requests or tokens).
 local call, holds = KEYS[1], KEYS[2]
 local usd, tokens = ARGV[4], ARGV[5]
 local counters, ttls = cjson.decode(ARGV[6]), cjson.decode(ARGV[7])
+local field = ARGV[10]
 sweep(holds, ARGV[1], 100)
 local found = redis.call("HMGET", call, "state", "delivery")
 if found[1] then return {2, found[1], found[2] or ""} end
+local job = nil
+for _, c in ipairs(counters) do
+  if c[5] == "lifetime" then job = c[1] end
+end
+if job then
+  local gone = redis.call("HGET", KEYS[job], field)
+  if gone then
+    local states = {r = "expired", ["-"] = "released"}
+    return {2, states[gone] or "settled", ""}
+  end
+end
 local want = {usd = tonumber(usd), tokens = tonumber(tokens)}
 for _, c in ipairs(counters) do
   local key, scope = KEYS[c[1]], c[2]
@@ -25,9 +41,9 @@ for _, c in ipairs(counters) do
   local used = {usd = {tonumber(v[1] or 0), tonumber(v[2] or 0)},
     tokens = {tonumber(v[3] or 0), tonumber(v[4] or 0)}}
   for _, metric in ipairs({"usd", "tokens"}) do
-    local limit, spent, held = limits[metric], used[metric][1], used[metric][2]
-    if limit >= 0 and spent + held + want[metric] > limit then
-      return {0, scope, c[5], metric, limit, spent, held, want[metric]}
+    local limit, spent, held_now = limits[metric], used[metric][1], used[metric][2]
+    if limit >= 0 and spent + held_now + want[metric] > limit then
+      return {0, scope, c[5], metric, limit, spent, held_now, want[metric]}
     end
   end
 end
@@ -45,22 +61,41 @@ if ARGV[9] ~= "" then
     end
   end
 end
-local held = {}
-for i, c in ipairs(counters) do
+-- The record names each counter key once, and each scope once with the keys it holds.
+local by_scope, scopes = {}, {}
+for _, c in ipairs(counters) do
   redis.call("HINCRBY", KEYS[c[1]], c[2] .. "|reserved_usd", usd)
   redis.call("HINCRBY", KEYS[c[1]], c[2] .. "|reserved_tokens", tokens)
-  held[i] = {KEYS[c[1]], c[2]}
+  local s = by_scope[c[2]]
+  if not s then
+    s = {{}, c[2]}
+    by_scope[c[2]] = s
+    scopes[#scopes + 1] = s
+  end
+  s[1][#s[1] + 1] = c[1] - 2
 end
-for i, ttl in ipairs(ttls) do redis.call("EXPIRE", KEYS[i + 2], ttl) end
-redis.call("HSET", call, "state", "reserved", "usd", usd, "tokens", tokens,
-  "counters", cjson.encode(held), "reserved_at", ARGV[1], "delivery", ARGV[8])
+local names = {}
+for i, ttl in ipairs(ttls) do
+  names[i] = KEYS[i + 2]
+  keep_at_least(KEYS[i + 2], ttl)
+end
+local record = {"state", "reserved", "usd", usd, "tokens", tokens, "keys", cjson.encode(names),
+  "counters", cjson.encode(scopes), "delivery", ARGV[8]}
+if job then
+  redis.call("HSET", KEYS[job], field, "r")
+  if ARGV[11] ~= "" then redis.call("HSETNX", KEYS[job], "tenant", ARGV[11]) end
+  record[#record + 1], record[#record + 2] = "job", job - 2
+  if ARGV[12] ~= "" then record[#record + 1], record[#record + 2] = "keep", ARGV[12] end
+end
 if rate then
   redis.call("HINCRBY", rate_key, "requests", 1)
   redis.call("HINCRBY", rate_key, "tokens", tokens)
   redis.call("EXPIRE", rate_key, rate.ttl)
-  redis.call("HSET", call, "rate", rate_key)
+  record[#record + 1], record[#record + 2] = "rate", rate_key
 end
+redis.call("HSET", call, unpack(record))
 redis.call("EXPIRE", call, ARGV[3])
 redis.call("ZADD", holds, ARGV[2], call)
-redis.call("EXPIRE", holds, ARGV[3])
+-- The holds outlive every record they name (a write never shortens them).
+keep_at_least(holds, ARGV[3])
 return {1, "reserved"}

@@ -1,16 +1,19 @@
 -- Turn a call's reservation into spend, once: a second settle of the call changes nothing.
 -- A hold that expired (already given back) is still charged: the money was spent. A call
 -- that cost more than its hold is charged in full, and the excess counted as overrun_usd
--- (spend then stands past the hold, so the scope's next reservations see it).
+-- (spend then stands past the hold, so the scope's next reservations see it). A record
+-- that is gone (its TTL passed) is not charged: nothing can be charged twice.
 -- KEYS: call, holds
--- ARGV: actual_usd, actual_tokens, now, saved_tiering_usd (nano-USD, "0" for none)
+-- ARGV: actual_usd, actual_tokens, now, saved_tiering_usd (nano-USD, "0" for none),
+--       call field (the call id's field in its job's counter)
 -- Returns {1, previous state} when charged now, {0, state} when the call was already
 -- settled or released, {-1, "unknown"} when there is no such call record.
 local call, holds = KEYS[1], KEYS[2]
-local rec = redis.call("HMGET", call, "state", "usd", "tokens", "counters")
+local rec = redis.call("HMGET", call, "state", "usd", "tokens", "counters", "keys", "job",
+  "keep")
 if not rec[1] then return {-1, "unknown"} end
 if rec[1] ~= "reserved" and rec[1] ~= "expired" then return {0, rec[1]} end
-local counters = cjson.decode(rec[4])
+local counters = held(rec[5], rec[4])
 if rec[1] == "reserved" then
   unhold(counters, rec[2], rec[3])
   rate_adjust(call, tonumber(ARGV[2]) - tonumber(rec[3]))
@@ -29,7 +32,13 @@ for _, c in ipairs(counters) do
     end
   end
 end
-redis.call("HSET", call, "state", "settled", "actual_usd", ARGV[1], "actual_tokens", ARGV[2],
-  "settled_at", ARGV[3])
+redis.call("HSET", call, "state", "settled", "actual_usd", ARGV[1], "actual_tokens", ARGV[2])
+-- What only a reserved record needs goes: the record lives on smaller until its TTL.
+redis.call("HDEL", call, "delivery", "keep", "rate")
+local job = job_counter(rec[5], rec[6])
+if job then
+  redis.call("HSET", job, ARGV[5], ARGV[1] .. "," .. ARGV[2])
+  if rec[7] then keep_at_least(job, rec[7]) end
+end
 redis.call("ZREM", holds, call)
 return {1, rec[1]}
