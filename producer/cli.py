@@ -144,16 +144,16 @@ def worker(
         ),
     ] = "",
     processes: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--processes",
-            envvar="FLEETLINE_WORKER_PROCESSES",
             min=1,
             max=64,
-            help="Worker processes of these queues (one per core uses every core: a "
-            "threads pool runs its Python on one).",
+            help="Worker processes of these queues (default: FLEETLINE_WORKER_PROCESSES, "
+            "1); one per core uses every core: a threads pool runs its Python on one.",
+            show_default=False,
         ),
-    ] = 1,
+    ] = None,
     app_ref: AppOption = None,
 ) -> None:
     """Run the worker of the named agents and tools (what a container runs).
@@ -174,10 +174,11 @@ def worker(
                 f"--agents: fleet {settings.fleet.name} has no agent or tool "
                 f"{', '.join(map(repr, unknown))} (known: {', '.join(sorted(known))})"
             )
-        if processes > 1:
+        count = processes or settings.worker_processes
+        if count > 1:
             with host_metrics(settings) as metrics_env:
                 code = run_worker_processes(
-                    settings, names, processes, child_env(settings, metrics_env)
+                    settings, names, count, child_env(settings, metrics_env)
                 )
             raise typer.Exit(code)
         command = worker_command(settings, names)

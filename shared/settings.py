@@ -377,6 +377,9 @@ class FleetlineSettings(BaseSettings):
     # limit holds, without "recorded" a redelivered step calls its model again, without
     # "breaker" a failing provider is called on).
     worker_guards: str = "all"
+    # Worker processes per `fleetline worker` (FLEETLINE_WORKER_PROCESSES; --processes
+    # overrides it): a threads pool runs its Python on one core, so one per core uses all.
+    worker_processes: int = Field(default=1, ge=1, le=64)
 
     @field_validator("worker_guards")
     @classmethod
