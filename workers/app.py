@@ -60,6 +60,7 @@ from fleetline.workers.consumer import DeadLetteringConsumer
 from fleetline.workers.fan_in import run_fan_in
 from fleetline.workers.review_expiry import expire_reviews
 from fleetline.workers.rounds import run_judge, run_turn
+from fleetline.workers.runaway import install as watch_time_limits
 from fleetline.workers.runtime import get_runtime
 from fleetline.workers.stages import run_stage
 from fleetline.workers.supervision import run_action, run_draft
@@ -185,6 +186,8 @@ def _on_worker_init(sender: Any, **_: Any) -> None:
     # The main process replays too: it outlives the pool children that die.
     _replay_billed_usage()
     threading.Thread(target=_keep_reaping, name="fleetline-watchdog", daemon=True).start()
+    # Threads and solo pools get no time limit from Celery: ours (none on prefork, gevent).
+    watch_time_limits(sender, settings)
     # Job callbacks go from the main process too: it runs no task, and outlives its pool.
     runtime = get_runtime()
     threading.Thread(
