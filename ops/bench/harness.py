@@ -200,8 +200,10 @@ def _measured(side: Runner, others: list[Runner], run: Callable[[], Sample]) -> 
         elapsed = time.monotonic() - t0
         used = cpu.snapshot(groups).minus(start)
     # CPU of everything but this benchmark's processes and its Redis (other people's test
-    # runs, and steal): a sample with a lot of it is a noisy one.
-    foreign = used.get(cpu.FOREIGN, 0.0)
+    # runs, and steal): a sample with a lot of it is a noisy one. No more than the CPUs
+    # had left over (a process read at only one end can look older than the sample).
+    ours = sum(used.get(g, 0.0) for g in (*groups, cpu.PRODUCER))
+    foreign = min(used.get(cpu.FOREIGN, 0.0), max(0.0, (os.cpu_count() or 1) * elapsed - ours))
     sample.update(
         elapsed_s=round(elapsed, 3),
         worker_cpu_s=round(used.get("worker", 0.0), 3),
@@ -212,9 +214,7 @@ def _measured(side: Runner, others: list[Runner], run: Callable[[], Sample]) -> 
         foreign_cpu_s=round(foreign, 3),
         # The machine's own count (/proc/stat) minus ours: a cross-check of `foreign`.
         machine_cpu_s=round(used.get("machine", 0.0), 3),
-        foreign_by_machine_cpu_s=round(
-            used.get("machine", 0.0) - sum(used.get(g, 0.0) for g in (*groups, cpu.PRODUCER)), 3
-        ),
+        foreign_by_machine_cpu_s=round(used.get("machine", 0.0) - ours, 3),
         noisy=foreign > NOISY_CORE_SHARE * elapsed + 0.2,
     )
     return sample
