@@ -1,4 +1,4 @@
-"""submit(): validate at the edge, admit, record the job, and send its chord by task name.
+"""submit(): validate at the edge, admit, record the job, and send its steps by task name.
 
 Nothing reaches Redis until the spec and its input are valid; the producer imports no
 worker module and no model SDK.
@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import redis
-from celery import Celery, chord
+from celery import Celery
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from fleetline.producer import patterns
-from fleetline.shared import json_limits, keys, metrics, otel, trace_store
+from fleetline.shared import fan_in_join, json_limits, keys, metrics, otel, trace_store
 from fleetline.shared.celery_app import make_celery
 from fleetline.shared.errors import (
     FleetlineError,
@@ -30,7 +30,6 @@ from fleetline.shared.errors import (
 )
 from fleetline.shared.fleet import Plan, PlanError, Step, Tool
 from fleetline.shared.killswitch import SwitchState, applicable_keys
-from fleetline.shared.names import TASK_FAN_IN
 from fleetline.shared.redis_client import make_redis
 from fleetline.shared.schemas import (
     PAYLOAD_VERSION,
@@ -248,6 +247,9 @@ class Producer:
             fields["callback_url"] = spec.callback_url
         if plan.plan is not None:
             fields.update(patterns.record_fields(plan.plan))
+        headers = otel.headers_for(span) if span is not None else {}
+        if plan.then is not None and (plan.plan is None or plan.plan.shape == "fan_out"):
+            fields.update(self._join_fields(job_id, spec, plan, deadline_at, headers))
         try:
             # Admission (kill switches), idempotency and the record: one round trip.
             made = self.store.create_job(
@@ -264,7 +266,6 @@ class Producer:
                 if self.store.raw(made.job_id).get("spec") != fields["spec"]:
                     raise IdempotencyConflict(made.job_id)
                 return Receipt(made.job_id, False, len(plan.subtasks))
-            headers = otel.headers_for(span) if span is not None else {}
             self._enqueue(
                 job_id, spec, plan, workers_deadline_at, deadline_at, profile.batching, headers
             )
@@ -285,19 +286,15 @@ class Producer:
         # kombu's Redis priorities run 0 (first) to 9; a JobSpec's 9 is the most urgent.
         options: dict[str, Any] = {"priority": 9 - spec.priority}
         if headers:
-            # The job's trace context (traceparent): Celery keeps it on chord callbacks,
-            # retries and redeliveries.
+            # The job's trace context (traceparent): Celery keeps it on retries and
+            # redeliveries, and the job's fan-in message carries it too.
             options["headers"] = headers
         if plan.plan is not None and plan.plan.shape != "fan_out":
             self._start_pattern(job_id, spec, plan.plan, deadline_at, options["priority"], headers)
             return
         assert plan.then is not None, "a fan_out has its then-step"
-        job = {
-            "job_id": job_id,
-            "tenant": spec.tenant,
-            "budget_usd": spec.budget_usd,
-            "budget_tokens": spec.max_tokens,
-        }
+        self._note_fan_in_queue(plan.then.worker_type)
+        job = _bounds(job_id, spec)
         header = [
             self.app.signature(
                 s.worker_type,
@@ -321,30 +318,11 @@ class Producer:
             )
             for s in plan.subtasks
         ]
-        context = {
-            **job,
-            "kind": spec.kind,
-            "deadline_at": deadline_at,
-            "expected": len(plan.subtasks),
-            "then": plan.then.model_dump(mode="json"),
-        }
-        then = plan.then.worker_type
-        self._note_fan_in_queue(then)
-        policy = self.settings.worker(then)
-        body = self.app.signature(
-            TASK_FAN_IN,
-            kwargs={"context": context},
-            task_id=f"{job_id}:{plan.then.id}",
-            argsrepr="()",
-            kwargsrepr="{context}",
-            # The callback is the then-step's: its queue and its time limits.
-            queue=then,
-            soft_time_limit=policy.soft_time_limit_s,
-            time_limit=policy.time_limit_s,
-            **options,
-        )
         try:
-            chord(header, body).apply_async()
+            # The steps only: the worker whose outcome completes the set sends the fan-in.
+            with self.app.producer_or_acquire() as producer:
+                for signature in header:
+                    signature.apply_async(producer=producer)
         except Exception as exc:
             # Whatever was already queued finds the job final and its outcome is kept.
             self.store.finalize(
@@ -356,6 +334,36 @@ class Producer:
                 reason="enqueue failed",
             )
             raise FleetlineError(f"could not enqueue job {job_id}: {exc}") from exc
+
+    def _join_fields(
+        self,
+        job_id: str,
+        spec: JobSpec,
+        plan: PlannedJob,
+        deadline_at: float,
+        headers: dict[str, str],
+    ) -> dict[str, str]:
+        """The job record's fields of a fan-out's join: how many outcomes complete it, and
+        the fan-in message the worker that records the last one sends."""
+        assert plan.then is not None, "a fan_out has its then-step"
+        context = {
+            **_bounds(job_id, spec),
+            "kind": spec.kind,
+            "deadline_at": deadline_at,
+            "expected": len(plan.subtasks),
+            "then": plan.then.model_dump(mode="json"),
+        }
+        then = plan.then.worker_type
+        policy = self.settings.worker(then)
+        message = fan_in_join.message_field(
+            context,
+            queue=then,
+            priority=9 - spec.priority,
+            headers=headers,
+            soft_time_limit_s=policy.soft_time_limit_s,
+            time_limit_s=policy.time_limit_s,
+        )
+        return {"fan_in": message, "expected": str(len(plan.subtasks))}
 
     def _start_pattern(
         self,
@@ -394,3 +402,13 @@ def _refusal(switch: SwitchState) -> KillSwitchTripped:
 
 
 __all__ = ["PlannedJob", "Producer", "Receipt", "SubtaskPayload", "parse_spec"]
+
+
+def _bounds(job_id: str, spec: JobSpec) -> dict[str, Any]:
+    """What every step of the job runs under, as its messages say it."""
+    return {
+        "job_id": job_id,
+        "tenant": spec.tenant,
+        "budget_usd": spec.budget_usd,
+        "budget_tokens": spec.max_tokens,
+    }

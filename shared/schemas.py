@@ -164,7 +164,7 @@ class OutcomeError(_Strict):
 
 
 class SubtaskOutcome(_Strict):
-    """What a subtask returns to the chord: always data, never an exception."""
+    """What a subtask records and returns: always data, never an exception."""
 
     subtask_id: str
     worker_type: str

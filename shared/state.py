@@ -155,6 +155,12 @@ class StateStore:
         """Whether a queued record wrote the outcome (False: a duplicate, or the job is gone)."""
         return int(reply[0]) == 1
 
+    @staticmethod
+    def fan_in_due(reply: Any) -> str | None:
+        """The fan-in message a queued record's reply tells this worker to send: its record
+        completed a fan-out's set of outcomes (see fan_in_join), else None."""
+        return _text(reply[2]) if len(reply) > 2 and reply[2] else None
+
     def queue_charge_attempt(
         self,
         trip: RoundTrip,

@@ -79,10 +79,17 @@ for worker in fleet.worker_types.values():
     register_worker_type(app, worker, settings)
 
 
-# Its time limits and queue come with each message: those of the plan's then-step.
-@app.task(name=TASK_FAN_IN, bind=True)
-def fan_in(self: Task, results: list[Any], context: dict[str, Any]) -> dict[str, Any]:
-    return run_fan_in(self, results, context)
+# Its time limits and queue come with each message: those of the plan's then-step. The
+# worker that completes the join sends it with a claim; a chord of an earlier producer
+# sends it with the steps' results instead.
+@app.task(name=TASK_FAN_IN, bind=True, ignore_result=True)
+def fan_in(
+    self: Task,
+    results: list[Any] | None = None,
+    context: dict[str, Any] | None = None,
+    claim: str = "",
+) -> dict[str, Any]:
+    return run_fan_in(self, results, context or {}, claim)
 
 
 # A pipeline's stages, a debate's turns and its judge: like the fan-in, each message names

@@ -1,4 +1,4 @@
-"""The fan-out's chord callback: judge the outcomes, run the then-step, finalise once.
+"""The fan-out's fan-in: judge the outcomes, run the then-step, finalise once.
 
 It runs on the queue of the plan's then-step, whose worker runs that step on the text the
 job's `combine` makes of the usable outcomes, through the same guards as any step. The
@@ -99,11 +99,25 @@ def _then_run(
     )
 
 
-def run_fan_in(task: Task, results: list[Any], raw_context: dict[str, Any]) -> dict[str, Any]:
-    """Body of the chord callback task."""
+def run_fan_in(
+    task: Task, results: list[Any] | None, raw_context: dict[str, Any], claim: str = ""
+) -> dict[str, Any]:
+    """Body of the fan-in task: sent by the worker that completed the join (with a claim),
+    or by an earlier producer's chord (with the steps' results)."""
     runtime = get_runtime()
     context = FanInContext.model_validate(raw_context)
-    outcomes = parse_outcomes(results)
+    if results is None:
+        claimed = through_outage(
+            lambda: runtime.fan_in_claims.claim(context.job_id, claim, context.then.id),
+            runtime.settings.redis.outage_grace_s,
+            "claiming the fan-in",
+        )
+        if not claimed.runs:
+            log.info("fan-in of %s already ran or runs elsewhere", context.job_id)
+            return {"job_id": context.job_id, "finalised": False}
+        outcomes = claimed.outcomes
+    else:
+        outcomes = parse_outcomes(results)
     status, completeness = judge(outcomes, context.expected)
     span = None
     if otel.enabled():

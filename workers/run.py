@@ -126,6 +126,8 @@ class SubtaskRun:
     delivery: str = field(default_factory=lambda: uuid.uuid4().hex)
     # The attempt's spans (untraced unless the task adapter starts them).
     trace: StepTrace = field(default_factory=StepTrace)
+    # The fan-in message this run's record said to send: it completed a fan-out's join.
+    fan_in_due: str | None = None
     _entered: list[Guard] = field(default_factory=list)
     _requests: dict[str, ModelRequest] = field(default_factory=dict)
     # A call id that replaces the default one for a model (see renew_call_id).
@@ -376,6 +378,7 @@ class SubtaskRun:
         self.trace.written()
         self.spend.settled()
         extra_reply = replies[extra] if extra is not None else None
+        self.fan_in_due = self.runtime.store.fan_in_due(replies[index])
         if self.runtime.store.recorded(replies[index]):
             return outcome, extra_reply
         first = self.runtime.store.outcomes(self.payload.job_id).get(outcome.subtask_id, outcome)

@@ -23,6 +23,7 @@ from fleetline.shared.celery_app import redis_target
 from fleetline.shared.deadletters import DeadLetterStore
 from fleetline.shared.debate_state import DebateStore
 from fleetline.shared.errors import PermanentToolError
+from fleetline.shared.fan_in_join import FanInClaims
 from fleetline.shared.killswitch import KillSwitches
 from fleetline.shared.ledger import Ledger
 from fleetline.shared.models.base import ModelClient
@@ -64,6 +65,10 @@ class WorkerRuntime:
     @cached_property
     def cache(self) -> ResultCache:
         return ResultCache(self.redis)
+
+    @cached_property
+    def fan_in_claims(self) -> FanInClaims:
+        return FanInClaims(self.redis)
 
     @cached_property
     def kill_switches(self) -> KillSwitches:

@@ -1,7 +1,7 @@
 """The Celery side of a subtask: parse, run the pipeline, retry or record, return data.
 
-A header task of a chord must never raise (the body would never run), so every path
-ends in a recorded `SubtaskOutcome`; only Celery's own Retry leaves this function.
+A fan-out's fan-in runs once every step's outcome is recorded, so every path ends in a
+recorded `SubtaskOutcome`; only Celery's own Retry leaves this function.
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from typing import Any
 
 from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded
+from kombu.exceptions import OperationalError
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from fleetline.shared import otel
+from fleetline.shared import fan_in_join, otel
 from fleetline.shared.errors import ModelTimeout, PermanentStepError, RetryableStepError
 from fleetline.shared.fleet import Agent, Tool
 from fleetline.shared.outage import through_outage
@@ -77,8 +78,16 @@ def run_subtask(task: Task, raw: dict[str, Any], worker: Agent | Tool) -> dict[s
         return refuse(task, raw, worker, "invalid_payload", f"not a SubtaskPayload: {exc}")
     run = start_run(task, payload, worker)
     try:
-        return record(run, drive(task, run)).model_dump(mode="json")
-    except RedisError as exc:
+        recorded = record(run, drive(task, run))
+        if run.fan_in_due is not None:
+            # Before the ack: a worker that dies first is redelivered and sends it then.
+            fan_in_join.send(task.app, run.fan_in_due)
+        if task.request.chord:
+            # A chord of an earlier producer: its callback reads the outcomes from the results.
+            return recorded.model_dump(mode="json")
+        # Nothing stores it: it is only what the worker's log line shows.
+        return {"subtask_id": recorded.subtask_id, "status": recorded.status.value}
+    except (RedisError, OperationalError) as exc:
         raise retry_after_outage(task, payload.subtask.id, exc) from exc
     finally:
         run.trace.close(run)
@@ -88,8 +97,7 @@ def refuse(
     task: Task, raw: dict[str, Any], worker: Agent | Tool, reason: str, detail: str
 ) -> dict[str, Any]:
     """Dead-letter a payload that cannot be run, with its arguments as they came (riding
-    out a short Redis outage), and still return data: a subtask never raises into its
-    chord."""
+    out a short Redis outage), and still return data: a subtask never raises."""
     delivery = task.request.delivery_info or {}
     try:
         runtime = get_runtime()
@@ -138,7 +146,7 @@ def drive(task: Task, run: SubtaskRun, *, may_requeue: bool = True) -> SubtaskOu
             run.wait_for_window(wait.seconds, counted=wait.category == "rate_limit")
 
 
-def retry_after_outage(task: Task, what: str, exc: RedisError) -> Exception:
+def retry_after_outage(task: Task, what: str, exc: RedisError | OperationalError) -> Exception:
     """The Retry that runs the task again once Redis is back: nothing of it is recorded
     yet, and running it again beats losing it."""
     log.warning("Redis unavailable for %s, retrying: %s", what, exc)
@@ -221,6 +229,8 @@ def register_worker_type(app: Celery, worker: Agent | Tool, settings: FleetlineS
         soft_time_limit=policy.soft_time_limit_s,
         time_limit=policy.time_limit_s,
         max_retries=policy.max_retries,
+        # The outcome is in the state store; a fan-out's join counts it there.
+        ignore_result=True,
         # Used when a lost pool child's task is retried: at once, not Celery's 180 s.
         default_retry_delay=policy.retry_backoff_s,
     )(body)
