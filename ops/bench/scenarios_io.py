@@ -141,31 +141,10 @@ class BareProcesses(BareCelerySide):
 
     processes: int = PROCESSES
 
-    def launch(self) -> None:
-        from ops.bench.bare_celery import QUEUES, make_app
-        from ops.bench.sides import celery_argv
+    def worker_groups(self) -> list[tuple[str, list[str]]]:
+        from ops.bench.bare_celery import QUEUES
 
-        self.db = self.bench.new_db()
-        url = self.bench.url(self.db)
-        env = child_env(
-            {
-                "BENCH_REDIS_URL": url,
-                "BENCH_CONCURRENCY": str(self.concurrency),
-                "BENCH_RESULT_EXPIRES_S": str(self.result_expires_s),
-                "FLEETLINE_LOG_LEVEL": "WARNING",
-                **self.env,
-            }
-        )
-        settings = settings_for(env)
-        logs = self.bench.log_dir(f"{self.name}-{self.db}")
-        for i in range(1, self.processes + 1):
-            label = f"{self.name}-{i}"
-            argv = celery_argv(
-                settings, "ops.bench.bare_celery", label, list(QUEUES), self.pool, self.concurrency
-            )
-            self.procs.append(start_process(argv, env, logs / f"{label}.log"))
-        self.app = make_app(url, self.result_expires_s, self.concurrency, quiet=self.quiet)
-        self.backend = self.app.backend
+        return [(f"{self.name}-{i}", list(QUEUES)) for i in range(1, self.processes + 1)]
 
 
 Call = tuple[float, float]

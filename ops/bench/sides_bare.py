@@ -60,11 +60,7 @@ class BareCelerySide(Side):
         )
         settings = settings_for(env)
         logs = self.bench.log_dir(f"{self.name}-{self.db}")
-        from ops.bench.bare_celery import QUEUES
-
-        groups = [list(QUEUES)] if self.single else [[q] for q in QUEUES]
-        for queues in groups:
-            label = f"{self.name}-{'all' if self.single else queues[0]}"
+        for label, queues in self.worker_groups():
             argv = celery_argv(
                 settings, "ops.bench.bare_celery", label, queues, self.pool, self.concurrency
             )
@@ -73,6 +69,15 @@ class BareCelerySide(Side):
 
         self.app = make_app(url, self.result_expires_s, self.concurrency, quiet=self.quiet)
         self.backend = self.app.backend
+
+    def worker_groups(self) -> list[tuple[str, list[str]]]:
+        """Each worker process to start: its label and its queues (one per queue, or one
+        for all of them when `single`)."""
+        from ops.bench.bare_celery import QUEUES
+
+        if self.single:
+            return [(f"{self.name}-all", list(QUEUES))]
+        return [(f"{self.name}-{q}", [q]) for q in QUEUES]
 
     def ready(self) -> None:
         assert self.app is not None

@@ -17,8 +17,8 @@ from pydantic import BaseModel, Field
 
 from fleetline import Fleet, Plan, fan_out
 from fleetline.shared.ledger import Ledger
-from fleetline.shared.schemas import JobStatus, OutcomeStatus
-from tests.integration.conftest import FleetFactory
+from fleetline.shared.schemas import JobResult, JobStatus, OutcomeStatus
+from tests.integration.conftest import FleetFactory, RunningFleet
 
 pytestmark = pytest.mark.integration
 
@@ -66,17 +66,22 @@ LIMITS = {
 }
 
 
+def _read_all(start_fleet: FleetFactory, first: str) -> tuple[RunningFleet, JobResult]:
+    """A fleet under LIMITS running one read_all job of `first` and a fine text, to its end."""
+    running = start_fleet(with_beat=False, FLEETLINE_APP=APP, **LIMITS)
+    receipt = running.producer.submit(
+        {"kind": "read_all", "deadline_s": 60, "input": {"texts": [first, "fine"]}}
+    )
+    return running, running.wait(receipt.job_id, timeout_s=30)
+
+
 def test_a_step_past_its_soft_limit_ends_timed_out_in_its_own_thread(
     start_fleet: FleetFactory,
 ) -> None:
-    running = start_fleet(with_beat=False, FLEETLINE_APP=APP, **LIMITS)
-    receipt = running.producer.submit(
-        {"kind": "read_all", "deadline_s": 60, "input": {"texts": ["spin here", "fine"]}}
-    )
-    job = running.wait(receipt.job_id, timeout_s=30)
+    running, job = _read_all(start_fleet, "spin here")
 
     assert job.status is JobStatus.DEGRADED, running.logs()
-    spun = running.store.outcomes(receipt.job_id)["r0"]
+    spun = running.store.outcomes(job.job_id)["r0"]
     assert spun.status is OutcomeStatus.TIMED_OUT
     assert spun.error is not None and "worker time limit" in spun.error.message
     assert spun.latency_ms < HARD_LIMIT_S * 1000
@@ -87,22 +92,18 @@ def test_a_step_past_its_soft_limit_ends_timed_out_in_its_own_thread(
 def test_a_runaway_step_is_recorded_timed_out_and_its_worker_recycles(
     start_fleet: FleetFactory,
 ) -> None:
-    running = start_fleet(with_beat=False, FLEETLINE_APP=APP, **LIMITS)
-    receipt = running.producer.submit(
-        {"kind": "read_all", "deadline_s": 60, "input": {"texts": ["stuck here", "fine"]}}
-    )
-    job = running.wait(receipt.job_id, timeout_s=30)
+    running, job = _read_all(start_fleet, "stuck here")
 
     # The job ended well before its deadline: the fan-in ran on what was recorded.
     assert job.status is JobStatus.DEGRADED, running.logs()
-    outcomes = {o.subtask_id: o for o in running.store.outcomes(receipt.job_id).values()}
+    outcomes = {o.subtask_id: o for o in running.store.outcomes(job.job_id).values()}
     stuck, fine = outcomes["r0"], outcomes["r1"]
     assert fine.status is OutcomeStatus.OK
     assert stuck.status is OutcomeStatus.TIMED_OUT
     assert stuck.error is not None and "hard time limit" in stuck.error.message
     assert stuck.latency_ms < (HARD_LIMIT_S + 3) * 1000
     # Nothing of the abandoned call stays held, and nothing was billed for it.
-    spend = Ledger(running.producer.store.client).job_spend(receipt.job_id)
+    spend = Ledger(running.producer.store.client).job_spend(job.job_id)
     assert spend.reserved_usd == 0
     # The reader's worker drained and exited to be started again.
     deadline = time.monotonic() + 20
