@@ -6,6 +6,8 @@ on a single Redis or a cluster.
 
 from __future__ import annotations
 
+import math
+
 PREFIX = "fl"
 
 # Jobs still pending or running keep their keys at least this long past their deadline,
@@ -75,7 +77,7 @@ def review_deadlines() -> str:
 
 def attempt_charged(job_id: str, subtask_id: str, attempt: int) -> str:
     """STRING: set once a retried attempt's charges were added to its job's cost (so the
-    closing trip run again after a lost reply adds nothing); TTL CLOSING_ONCE_TTL_S."""
+    closing trip run again after a lost reply adds nothing); TTL closing_once_ttl_s (outage grace + margin)."""
     return f"{PREFIX}:job:{{{job_id}}}:charged:{subtask_id}:{attempt}"
 
 
@@ -103,8 +105,18 @@ def inflight(job_id: str, subtask_id: str) -> str:
 # A step's closing round trip may run again after Redis failed before its reply came
 # (through_outage): the writes in it that count (a breaker's result, a cache saving) leave
 # a once-marker per delivery so that they count once. A marker must outlive every retry of
-# that trip (outage_grace_s, 30 s by default) and then go soon: a busy fleet writes two a call.
-CLOSING_ONCE_TTL_S = 900
+# that trip (for outage_grace_s from the first try) and then go soon: a busy fleet writes one
+# or two a call. CLOSING_ONCE_MARGIN_S covers the trip's own time and clock differences.
+CLOSING_ONCE_MARGIN_S = 60
+
+
+def closing_once_ttl_s(outage_grace_s: float) -> int:
+    """The once-markers' TTL for a fleet whose closing trips retry for `outage_grace_s`."""
+    return math.ceil(outage_grace_s) + CLOSING_ONCE_MARGIN_S
+
+
+# With the default outage grace (30 s): for clients built without the fleet's settings.
+CLOSING_ONCE_TTL_S = closing_once_ttl_s(30.0)
 
 
 def api_key(sha256: str) -> str:
@@ -181,7 +193,10 @@ SPEND_WINDOW_GRACE_S = 3_600
 # trip may be retried that long), plus SPEND_CALL_MARGIN_S (clocks, queue wait). 300 + 10 +
 # 90 + 30 + 60 = 490 s with the default settings. Past that the job's own counter still
 # names the call (spend_job: its `call|<id>` field), so a later reservation of the id stays
-# a duplicate and a late settle finds no record and charges nothing: never twice.
+# a duplicate and a late settle finds no record and charges nothing: never twice. The record
+# of a call reserved for a job goes sooner, at its settlement or release: from then on the
+# job's counter answers for it (reserve, settle and release all read it), so settled calls
+# cost no record at all.
 SPEND_CALL_MARGIN_S = 60
 # What a caller that gives only a hold's seconds (not the settings) gets on top of its hold:
 # the default visibility timeout (300 s), restore scan (10 s), outage grace (30 s) and margin.
@@ -228,7 +243,8 @@ def spend_call(call_id: str) -> str:
     scope once, with the keys it is counted in), job (the index of the job's counter),
     keep (the job counter's TTL floor at settlement), rate (its rate window, when limited)
     and, once settled, actual_usd and actual_tokens (delivery, keep and rate then go: only
-    a reservation in flight needs them). TTL: from the reservation, see the
+    a reservation in flight needs them); a record with a job's counter is deleted when
+    settled or released instead (the counter keeps what it held). TTL: from the reservation, see the
     SPEND_CALL_MARGIN_S note (the hold's seconds plus SPEND_CALL_DEFAULT_EXTRA_S when the
     caller gives no settings)."""
     return f"{PREFIX}:{{spend}}:call:{call_id}"
@@ -248,7 +264,7 @@ def rate_window(group: str, minute: int) -> str:
 
 def spend_saving_once(once: str, kind: str) -> str:
     """STRING: set when the saving `kind` (cache | tiering) of one delivery (`once`) was
-    counted, so that counting it again changes nothing; TTL CLOSING_ONCE_TTL_S."""
+    counted, so that counting it again changes nothing; TTL closing_once_ttl_s (outage grace + margin)."""
     return f"{PREFIX}:{{spend}}:saving:{once}:{kind}"
 
 
@@ -316,7 +332,7 @@ def breaker_probe(name: str) -> str:
 
 def breaker_result_once(name: str, once: str) -> str:
     """STRING: the reply of the result one delivery (`once`) recorded on breaker `name`, so
-    that recording it again replays that reply and counts nothing; TTL CLOSING_ONCE_TTL_S."""
+    that recording it again replays that reply and counts nothing; TTL closing_once_ttl_s (outage grace + margin)."""
     return f"{PREFIX}:{{breaker}}:{name}:once:{once}"
 
 

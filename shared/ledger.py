@@ -326,9 +326,16 @@ def parse_settle(reply: Any) -> Settlement:
 class Ledger:
     """Spend reservations and counters in Redis. The client is injected, one per process."""
 
-    def __init__(self, client: redis.Redis, hold_s: float | Hold = keys.SPEND_HOLD_TTL_S) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        hold_s: float | Hold = keys.SPEND_HOLD_TTL_S,
+        once_ttl_s: int = keys.CLOSING_ONCE_TTL_S,
+    ) -> None:
+        """once_ttl_s: how long a saving's once-marker lives (keys.closing_once_ttl_s)."""
         self._r = client
         self._hold_s = hold_s
+        self._once_ttl_s = once_ttl_s
         self._reserve = load_script(client, "ledger_reserve", "ledger_lib")
         self._settle = load_script(client, "ledger_settle", "ledger_lib")
         self._release = load_script(client, "ledger_release", "ledger_lib")
@@ -465,6 +472,7 @@ class Ledger:
                 repr(now),
                 to_nano(max(0.0, saved_tiering_usd)),
                 keys.spend_job_call(call_id),
+                keys.spend_job(""),
             ],
         )
 
@@ -477,7 +485,7 @@ class Ledger:
         return trip.script(
             self._release,
             [keys.spend_call(call_id), keys.spend_holds()],
-            [keys.spend_job_call(call_id)],
+            [keys.spend_job_call(call_id), keys.spend_job("")],
         )
 
     def record_saving(
@@ -526,7 +534,7 @@ class Ledger:
                 to_nano(usd),
                 json.dumps(fields),
                 json.dumps(ttls),
-                keys.CLOSING_ONCE_TTL_S if once else 0,
+                self._once_ttl_s if once else 0,
             ],
             client=pipe,
         )

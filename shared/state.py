@@ -47,10 +47,15 @@ class AuditEntry:
 class StateStore:
     """Job records in Redis. One instance per process; the client is injected."""
 
-    def __init__(self, client: redis.Redis, finished_ttl_s: int) -> None:
+    def __init__(
+        self, client: redis.Redis, finished_ttl_s: int, once_ttl_s: int = keys.CLOSING_ONCE_TTL_S
+    ) -> None:
+        """once_ttl_s: how long an attempt's charged-once marker lives
+        (keys.closing_once_ttl_s)."""
         self.client = client
         self._r = client
         self._finished_ttl_s = finished_ttl_s
+        self._once_ttl_s = once_ttl_s
         self._create = load_script(client, "create_job")
         self._update = load_script(client, "update_job")
         self._finalize = load_script(client, "finalize_job")
@@ -185,7 +190,7 @@ class StateStore:
                 attempt,
                 actor,
                 repr(time.time()),
-                keys.CLOSING_ONCE_TTL_S,
+                self._once_ttl_s,
             ],
         )
 

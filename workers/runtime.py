@@ -15,7 +15,7 @@ import redis
 from pydantic import BaseModel
 from redis.commands.core import Script
 
-from fleetline.shared import otel
+from fleetline.shared import keys, otel
 from fleetline.shared.action_state import ActionStore
 from fleetline.shared.breakers import FleetBreaker, RedisBreakers, breaker_name, breaker_redis
 from fleetline.shared.cache import ResultCache
@@ -49,10 +49,15 @@ class WorkerRuntime:
     _tool_breakers: dict[str, FleetBreaker] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    @property
+    def once_ttl_s(self) -> int:
+        """The closing trip's once-markers live through its retries (the outage grace)."""
+        return keys.closing_once_ttl_s(self.settings.redis.outage_grace_s)
+
     # The guards' Redis helpers hold registered scripts: build each once per process.
     @cached_property
     def ledger(self) -> Ledger:
-        return Ledger(self.redis)
+        return Ledger(self.redis, once_ttl_s=self.once_ttl_s)
 
     @cached_property
     def spool(self) -> UsageSpool:
@@ -76,7 +81,7 @@ class WorkerRuntime:
 
     @cached_property
     def breakers(self) -> RedisBreakers:
-        return RedisBreakers(self.redis, self.settings.breaker)
+        return RedisBreakers(self.redis, self.settings.breaker, self.once_ttl_s)
 
     @cached_property
     def pipelines(self) -> PipelineStore:
@@ -99,7 +104,7 @@ class WorkerRuntime:
         # Its own client with the breakers' short timeouts, so `on_redis_down` decides
         # within a fraction of a second when Redis is away.
         client = breaker_redis(redis_target(self.settings), self.settings.breaker)
-        return RedisBreakers(client, self.settings.breaker)
+        return RedisBreakers(client, self.settings.breaker, self.once_ttl_s)
 
     def tool_breaker(self, tool: str) -> FleetBreaker:
         """The fleet-wide breaker of one tool (`<tool>:tool`), a pybreaker CircuitBreaker.
@@ -168,7 +173,11 @@ def build_runtime(settings: FleetlineSettings) -> WorkerRuntime:
     return WorkerRuntime(
         settings=settings,
         redis=client,
-        store=StateStore(client, settings.limits.finished_ttl_s),
+        store=StateStore(
+            client,
+            settings.limits.finished_ttl_s,
+            keys.closing_once_ttl_s(settings.redis.outage_grace_s),
+        ),
     )
 
 

@@ -29,7 +29,7 @@ _serial = itertools.count()
 _RUN = uuid.uuid4().hex[:6]
 
 
-def brief_spec(docs: int) -> dict[str, Any]:
+def brief_spec(docs: int, deadline_s: float = DEADLINE_S) -> dict[str, Any]:
     """A research_brief job of `docs` one-word documents: 2 x docs + ceil(docs/4) subtasks.
 
     Every job's documents are new words, so the result cache never answers for the model:
@@ -39,7 +39,7 @@ def brief_spec(docs: int) -> dict[str, Any]:
     return {
         "kind": KIND,
         "tenant": "bench",
-        "deadline_s": DEADLINE_S,
+        "deadline_s": deadline_s,
         "input": {
             "question": QUESTION,
             "documents": [{"id": f"d{i}", "text": f"{word}x{i}"} for i in range(docs)],
@@ -55,6 +55,7 @@ class Shape:
     docs: int
     queues: tuple[str, ...]
     then: str = "default"
+    deadline_s: float = DEADLINE_S  # Fleetline's jobs only
 
     @property
     def subtasks(self) -> int:

@@ -227,7 +227,7 @@ class FleetlineSide(Side):
 
     def submit(self, shape: Shape) -> str:
         assert self.producer is not None
-        job_id = self.producer.submit(brief_spec(shape.docs)).job_id
+        job_id = self.producer.submit(brief_spec(shape.docs, shape.deadline_s)).job_id
         self._open[job_id] = None
         return job_id
 

@@ -80,9 +80,16 @@ class RedisBreakers:
     """Every breaker of the fleet, in Redis. One instance per process; the client is injected
     (build it with `breaker_redis` for the short timeouts)."""
 
-    def __init__(self, client: redis.Redis, settings: BreakerSettings | None = None) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        settings: BreakerSettings | None = None,
+        once_ttl_s: int = keys.CLOSING_ONCE_TTL_S,
+    ) -> None:
+        """once_ttl_s: how long a result's once-marker lives (keys.closing_once_ttl_s)."""
         self.client = client
         self.settings = settings or BreakerSettings()
+        self.once_ttl_s = once_ttl_s
         self._allow = load_script(client, "breaker_allow", "breaker_lib")
         self._record = load_script(client, "breaker_record", "breaker_lib")
         self._force = load_script(client, "breaker_force", "breaker_lib")
@@ -271,7 +278,7 @@ class RedisBreakers:
             repr(s.failure_rate),
             s.reset_ms,
             _idle_s(),
-            keys.CLOSING_ONCE_TTL_S,
+            self.once_ttl_s,
         ]
 
     def _token(self, name: str, permit: Permit | None) -> str:

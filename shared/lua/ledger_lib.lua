@@ -7,7 +7,8 @@
 -- TTL that counter keeps at least from the settlement). Those keys come from the record, not
 -- KEYS: every ledger key shares the {spend} hash tag, so they live in the script's slot on
 -- a cluster too. The job's counter names each call id (field ARGV `call field`): `r`
--- reserved, `-` released, `<usd>,<tokens>` settled; it outlives the record.
+-- reserved, `-` released, `<usd>,<tokens>` settled; it outlives the record, and a record
+-- with a job's counter goes at settlement or release: from then on the counter answers.
 local function neg(amount)
   if amount == "0" then return "0" end
   return "-" .. amount
@@ -33,6 +34,28 @@ local function job_counter(keys_json, job_index)
   local key = cjson.decode(keys_json)[tonumber(job_index)]
   if key and redis.call("EXISTS", key) == 1 then return key end
   return nil
+end
+
+-- What the job's counter keeps of a call whose record is gone: "settled", "released" or nil
+-- (never settled). The call id (`field` is `call|<id>`) starts with its job's id, so each
+-- `<prefix>:` of it names a counter (`job_key` + prefix) it may be in.
+local function kept_state(field, job_key)
+  local id = string.sub(field, 6)
+  local at = string.find(id, ":", 1, true)
+  while at do
+    local kept = redis.call("HGET", job_key .. string.sub(id, 1, at - 1), field)
+    if kept == "-" then return "released" end
+    if kept and kept ~= "r" then return "settled" end
+    at = string.find(id, ":", at + 1, true)
+  end
+  return nil
+end
+
+-- Whether kept_state finds the call in the job's counter `job`: its id starts `<job id>:`
+-- (a record of any other id must stay: nothing else would answer for it).
+local function counter_answers(job, field, job_key)
+  local prefix = string.sub(job, #job_key + 1) .. ":"
+  return string.sub(field, 6, 5 + #prefix) == prefix
 end
 
 -- Keep a key at least `ttl` seconds from now (a write never shortens what another set).

@@ -14,12 +14,14 @@ from fleetline.producer.submit import parse_spec
 from fleetline.shared import keys
 from fleetline.shared.deadletters import DeadLetterStore
 from fleetline.shared.ledger import NANO, Ledger
-from fleetline.shared.schemas import OutcomeStatus, SubtaskPayload
+from fleetline.shared.schemas import JobResult, OutcomeStatus, SubtaskPayload
 from tests.integration.conftest import FleetFactory, RunningFleet
 
 pytestmark = pytest.mark.integration
 
 APP = "tests.integration.budget_fleet:fleet"
+# Long enough a call to read its hold while it is in flight.
+SIM_LATENCY = {"FLEETLINE_SIM_LATENCY_MS": "300"}
 TEXT = "Acme Corp reported revenue of $4.2 million in 2023. Its margin rose 3 percent. " * 20
 
 
@@ -37,9 +39,21 @@ def _start(start_fleet: FleetFactory, **env: str) -> RunningFleet:
     return start_fleet(with_beat=False, FLEETLINE_APP=APP, FLEETLINE_CACHE_ENABLED="false", **env)
 
 
-def _held(client: redis.Redis, call_id: str, field: str) -> int:
-    """A field of a call's ledger record (`usd` in nano-USD, `tokens`)."""
-    return int(client.hget(keys.spend_call(call_id), field) or 0)
+def _held(
+    fleet: RunningFleet, client: redis.Redis, spec: dict[str, object], field: str
+) -> tuple[JobResult, int]:
+    """Run `spec` and read what the ledger held for its first `facts` call (`usd` in
+    nano-USD, `tokens`) while the call is in flight: the fleet's sim waits SIM_LATENCY a
+    call, and the record goes when the call is settled. Returns the job and the hold."""
+    job_id = fleet.producer.submit(spec).job_id
+    record = keys.spend_call(f"{job_id}:facts:1:sim-small")
+    deadline = time.monotonic() + 20
+    while (held := client.hget(record, field)) is None:
+        assert time.monotonic() < deadline, fleet.logs()
+        time.sleep(0.005)
+    job = fleet.wait(job_id)
+    assert not client.exists(record), "a settled call of a job keeps no record"
+    return job, int(held)
 
 
 def _calls(log: Path) -> list[dict[str, object]]:
@@ -50,11 +64,15 @@ def test_corrections_stop_when_the_budget_cannot_hold_another_call(
     start_fleet: FleetFactory, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     log = tmp_path / "calls.jsonl"
-    fleet = _start(start_fleet, FLEETLINE_SIM_MALFORMED_RATE="1", FLEETLINE_SIM_CALL_LOG=str(log))
+    fleet = _start(
+        start_fleet,
+        FLEETLINE_SIM_MALFORMED_RATE="1",
+        FLEETLINE_SIM_CALL_LOG=str(log),
+        **SIM_LATENCY,
+    )
     # A first job with room to spare shows what one call's bound is.
-    roomy = fleet.wait(fleet.producer.submit(_spec(1.0)).job_id)
-    first_id = f"{roomy.job_id}:facts:1:sim-small"
-    held = _held(redis_client, first_id, "usd") / NANO
+    roomy, held_nano = _held(fleet, redis_client, _spec(1.0), "usd")
+    held = held_nano / NANO
     assert held > 0
     step = next(o for o in roomy.subtasks if o.subtask_id == "facts")
     assert step.status is OutcomeStatus.OK, "with room, the correction fixes the answer"
@@ -110,11 +128,9 @@ def test_cjk_documents_under_a_tight_token_budget_never_bill_past_it(
     start_fleet: FleetFactory, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     invoice = tmp_path / "invoice.jsonl"
-    fleet = _start(start_fleet, FLEETLINE_SIM_INVOICE=str(invoice))
+    fleet = _start(start_fleet, FLEETLINE_SIM_INVOICE=str(invoice), **SIM_LATENCY)
     spec = {**_spec(1.0), "input": {"text": CJK}}
-    roomy = fleet.wait(fleet.producer.submit(spec).job_id)
-    first_id = f"{roomy.job_id}:facts:1:sim-small"
-    held_tokens = _held(redis_client, first_id, "tokens")
+    _, held_tokens = _held(fleet, redis_client, spec, "tokens")
     assert held_tokens > len(CJK), "a CJK character is held as at least one token"
 
     tight = int(held_tokens * 1.2)

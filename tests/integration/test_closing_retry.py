@@ -178,6 +178,18 @@ def test_the_once_markers_expire(redis_client: redis.Redis) -> None:
         assert 0 < redis_client.ttl(marker) <= keys.CLOSING_ONCE_TTL_S, marker
 
 
+def test_a_workers_once_markers_live_through_its_outage_grace(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLEETLINE_REDIS_OUTAGE_GRACE_S", "200")
+    runtime = build_runtime(load_settings())  # on the test's Redis (FLEETLINE_REDIS_URL)
+    _closing_record(runtime.breakers, Result.SUCCESS, runtime.breakers.allow(NAME), "d2")
+    _closing_saving(runtime.ledger, redis_client, 0.03, "d2")
+    grace_and_margin = 200 + keys.CLOSING_ONCE_MARGIN_S
+    for marker in (keys.breaker_result_once(NAME, "d2"), keys.spend_saving_once("d2", "cache")):
+        assert grace_and_margin - 5 < redis_client.ttl(marker) <= grace_and_margin, marker
+
+
 # --- through SubtaskRun.finish(), re-run by record() after a lost reply ---------------------
 
 
