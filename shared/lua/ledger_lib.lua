@@ -63,10 +63,22 @@ local function keep_at_least(key, ttl)
   if redis.call("TTL", key) < tonumber(ttl) then redis.call("EXPIRE", key, ttl) end
 end
 
+-- Whether a counter key still exists, asked once a script (`live` caches the answers): a
+-- call's counters sit in three keys or so, its job's and the hour's and the day's windows.
+local function exists(live, key)
+  local there = live[key]
+  if there == nil then
+    there = redis.call("EXISTS", key) == 1
+    live[key] = there
+  end
+  return there
+end
+
 -- Give back a call's hold on every counter that still exists (an expired window stays gone).
-local function unhold(counters, usd, tokens)
+local function unhold(counters, usd, tokens, live)
+  live = live or {}
   for _, c in ipairs(counters) do
-    if redis.call("EXISTS", c[1]) == 1 then
+    if exists(live, c[1]) then
       redis.call("HINCRBY", c[1], c[2] .. "|reserved_usd", neg(usd))
       redis.call("HINCRBY", c[1], c[2] .. "|reserved_tokens", neg(tokens))
     end

@@ -33,7 +33,8 @@ if job then
   end
 end
 local want = {usd = tonumber(usd), tokens = tonumber(tokens)}
-for _, c in ipairs(counters) do
+-- The refusal a counter gives this call, or nil when it has room.
+local function refusal(c)
   local key, scope = KEYS[c[1]], c[2]
   local v = redis.call("HMGET", key, scope .. "|spent_usd", scope .. "|reserved_usd",
     scope .. "|spent_tokens", scope .. "|reserved_tokens")
@@ -45,6 +46,14 @@ for _, c in ipairs(counters) do
     if limit >= 0 and spent + held_now + want[metric] > limit then
       return {0, scope, c[5], metric, limit, spent, held_now, want[metric]}
     end
+  end
+  return nil
+end
+for _, c in ipairs(counters) do
+  -- Only a counter with a limit is read (-1: none; most scopes of most windows have none).
+  if c[3] >= 0 or c[4] >= 0 then
+    local refused = refusal(c)
+    if refused then return refused end
   end
 end
 local rate, rate_key = nil, nil

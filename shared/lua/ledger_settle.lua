@@ -19,15 +19,16 @@ if not rec[1] then
 end
 if rec[1] ~= "reserved" and rec[1] ~= "expired" then return {0, rec[1]} end
 local counters = held(rec[5], rec[4])
+local live = {}
 if rec[1] == "reserved" then
-  unhold(counters, rec[2], rec[3])
+  unhold(counters, rec[2], rec[3], live)
   rate_adjust(call, tonumber(ARGV[2]) - tonumber(rec[3]))
 else
   rate_adjust(call, tonumber(ARGV[2]))  -- the sweep gave the hold's tokens back
 end
 local overrun = tonumber(ARGV[1]) - tonumber(rec[2])
 for _, c in ipairs(counters) do
-  if redis.call("EXISTS", c[1]) == 1 then
+  if exists(live, c[1]) then
     redis.call("HINCRBY", c[1], c[2] .. "|spent_usd", ARGV[1])
     redis.call("HINCRBY", c[1], c[2] .. "|spent_tokens", ARGV[2])
     redis.call("HINCRBY", c[1], c[2] .. "|calls", 1)
