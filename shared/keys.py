@@ -77,7 +77,7 @@ def review_deadlines() -> str:
 
 def attempt_charged(job_id: str, subtask_id: str, attempt: int) -> str:
     """STRING: set once a retried attempt's charges were added to its job's cost (so the
-    closing trip run again after a lost reply adds nothing); TTL closing_once_ttl_s (outage grace + margin)."""
+    closing trip run again after a lost reply adds nothing); TTL closing_once_ttl_s."""
     return f"{PREFIX}:job:{{{job_id}}}:charged:{subtask_id}:{attempt}"
 
 
@@ -264,7 +264,7 @@ def rate_window(group: str, minute: int) -> str:
 
 def spend_saving_once(once: str, kind: str) -> str:
     """STRING: set when the saving `kind` (cache | tiering) of one delivery (`once`) was
-    counted, so that counting it again changes nothing; TTL closing_once_ttl_s (outage grace + margin)."""
+    counted, so that counting it again changes nothing; TTL closing_once_ttl_s."""
     return f"{PREFIX}:{{spend}}:saving:{once}:{kind}"
 
 
@@ -332,7 +332,7 @@ def breaker_probe(name: str) -> str:
 
 def breaker_result_once(name: str, once: str) -> str:
     """STRING: the reply of the result one delivery (`once`) recorded on breaker `name`, so
-    that recording it again replays that reply and counts nothing; TTL closing_once_ttl_s (outage grace + margin)."""
+    that recording it again replays that reply and counts nothing; TTL closing_once_ttl_s."""
     return f"{PREFIX}:{{breaker}}:{name}:once:{once}"
 
 
