@@ -479,11 +479,12 @@ class FleetlineSettings(BaseSettings):
 
     def worker(self, worker_type: str) -> WorkerPolicy:
         """The resolved policy of one agent or tool."""
-        try:
-            return self.policies[worker_type]
-        except KeyError:
-            known = ", ".join(sorted(self.policies))
-            raise ConfigError(f"no agent or tool {worker_type!r} (known: {known})") from None
+        # The hot path (a step asks several times): one private read, not two properties.
+        policy = self._policies.get(worker_type)
+        if policy is not None:
+            return policy
+        known = ", ".join(sorted(self.policies))  # raises when unbound
+        raise ConfigError(f"no agent or tool {worker_type!r} (known: {known})")
 
     def model_chain(self, worker_type: str) -> list[str]:
         """The models that may serve an agent, in order: its tier, then its fallbacks."""
