@@ -163,6 +163,11 @@ def memory(ctx: Context) -> dict[str, Any]:
     b = _memory_side(ctx, stack.bare, sizes.memory_baseline_jobs)
     assert stack.fleetline.settings is not None
     bound = ttl_bound_s(stack.fleetline.settings, MEMORY_DEADLINE_S)
+    why_bound = (
+        f"{bound} s: finished-job TTL {sizes.ttl_s} s; spend counters to the deadline "
+        f"({MEMORY_DEADLINE_S:g} s) plus that TTL and a margin; once-markers the outage "
+        "grace and a margin"
+    )
     notes = [
         f"Fleetline and bare Celery run with finished-job TTL and result_expires of "
         f"{sizes.ttl_s} s. Bytes per job = MEMORY USAGE of the keys a run of "
@@ -195,9 +200,7 @@ def memory(ctx: Context) -> dict[str, Any]:
             side["keys_left_without_ttl"] = _per_job_without_ttl(after)
         notes.append(
             "Keys left = keys the runs created still there once the longest TTL the "
-            f"settings give a finished job's keys ({bound} s: finished-job TTL "
-            f"{sizes.ttl_s} s; spend counters to the deadline ({MEMORY_DEADLINE_S:g} s) plus "
-            "that TTL and a margin; once-markers the outage grace and a margin) passed; "
+            f"settings give a finished job's keys ({why_bound}) passed; "
             "`census_after_ttl.by_pattern` shows which, with their remaining TTL."
         )
     else:
@@ -207,10 +210,7 @@ def memory(ctx: Context) -> dict[str, Any]:
         notes.append(
             "Quick mode does not wait out the TTLs: it checks the keys the run created for "
             "no TTL (TTL -1: never go; a family of one key, a singleton, is not counted) and "
-            f"for Fleetline keys whose TTL is longer than the settings give ({bound} s: "
-            f"finished-job TTL {sizes.ttl_s} s; spend counters to the deadline "
-            f"({MEMORY_DEADLINE_S:g} s) plus that TTL and a margin; once-markers the outage "
-            "grace and a margin)."
+            f"for Fleetline keys whose TTL is longer than the settings give ({why_bound})."
         )
     for side in (f, b):
         side.pop("known_keys")

@@ -18,9 +18,7 @@ if rec[1] == "reserved" then
   rate_adjust(call, -tonumber(rec[3]))
 end
 local job = job_counter(rec[5], rec[6])
-if job then
-  redis.call("HSET", job, ARGV[1], "-")
-end
+if job then redis.call("HSET", job, ARGV[1], "-") end
 if job and counter_answers(job, ARGV[1], ARGV[2]) then
   redis.call("DEL", call)
 else

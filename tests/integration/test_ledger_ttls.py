@@ -83,10 +83,8 @@ def test_a_settle_after_the_record_went_charges_nothing_and_the_id_stays_used(
     late = ledger.settle("j1:s:1:m", 0.02, 40, now=now)
     assert (late.applied, late.state) == (False, "settled")
     assert ledger.job_spend("j1").spent_usd == pytest.approx(0.02)
-    assert (ledger.release("j1:s:1:m").applied, ledger.release("j1:s:1:m").state) == (
-        False,
-        "settled",
-    )
+    released = ledger.release("j1:s:1:m")
+    assert (released.applied, released.state) == (False, "settled")
     again = ledger.reserve("j1:s:1:m", 0.05, 100, _scopes(), now=now, hold_s=hold, delivery="d2")
     assert (again.ok, again.duplicate, again.state) == (False, True, "settled")
     kept = ledger.call_records(["j1:s:1:m", "j1:s:1:other"])
