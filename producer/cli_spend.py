@@ -63,9 +63,14 @@ def spend(
     """Spent, reserved and saved in the current hour or day, and each limit's headroom."""
     with exit_codes():
         settings = cli_settings(app_ref)
-        report = Ledger(open_redis(settings)).spend_report(window)
+        ledger = Ledger(open_redis(settings))
+        report = ledger.spend_report(window)
+        found = report.by(by.value)
+        if by is By.JOB:
+            # The windows count no jobs: a job's row is its whole spend, from its counter.
+            found = ledger.job_spends()
     limits = limit_rows(report, settings.spend, settings.fleet.agents)
-    groups = dict(sorted(report.by(by.value).items()))
+    groups = dict(sorted(found.items()))
     fleet = report.fleet
     if as_json:
         data = {
@@ -76,7 +81,7 @@ def spend(
             **{k: v for k, v in asdict(fleet).items() if k.endswith("usd") or k == "calls"},
             "limits": [{**asdict(r), "headroom_usd": r.headroom_usd} for r in limits],
             "by": by.value,
-            "groups": {k: asdict(v) for k, v in groups.items()},
+            "groups": {k: _group(v) for k, v in groups.items()},
         }
         render.print_json(json.dumps(data))
         return
@@ -287,16 +292,20 @@ def _groups_table(groups: dict[str, ScopeSpend], by: By) -> Table:
     title = "worker type" if by is By.AGENT else by.value
     table = Table(title=f"By {title}", title_justify="left")
     table.add_column(title)
-    for name in ("spent", "reserved", "calls", "tokens", "saved by cache", "saved by tiering"):
+    for name in ("spent", "calls", "tokens", "saved by cache", "saved by tiering"):
         table.add_column(name, justify="right")
     for key, s in groups.items():
         table.add_row(
             key,
             render.usd(s.spent_usd),
-            render.usd(s.reserved_usd),
             str(s.calls),
             f"{s.spent_tokens:,}",
             render.usd(s.saved_cache_usd),
             render.usd(s.saved_tiering_usd),
         )
     return table
+
+
+def _group(spend: ScopeSpend) -> dict[str, float]:
+    """A group's row: holds are counted only where a limit reads them (the limits' rows)."""
+    return {k: v for k, v in asdict(spend).items() if not k.startswith("reserved")}

@@ -150,8 +150,9 @@ class _Purge:
         self._delete([keys.spend_job(job_id) for job_id in self._jobs], "spend_records")
 
     def _spend(self) -> None:
-        """The tenant's and its jobs' counters in every hour and day window, and its
-        tripped kill switches (their expiry was the reset; the tenant is gone)."""
+        """The tenant's counters in every hour and day window (and its jobs', which a
+        window written before jobs left them may hold), and its tripped kill switches
+        (their expiry was the reset; the tenant is gone)."""
         prefixes = (f"{self._scope}|", *(f"job:{job_id}|" for job_id in self._jobs))
         for window in scan_names(self._r, f"{keys.PREFIX}:{{spend}}:[hd]:*", "hash"):
             fields = [f for f in map(_text, self._r.hkeys(window)) if f.startswith(prefixes)]

@@ -217,9 +217,10 @@ SPEND_JOB_MARGIN_S = 60
 def spend_window(window_code: str, bucket: str) -> str:
     """HASH: `<scope>|<metric>` -> integer, for one UTC hour (`h`, 2026112522) or day (`d`).
 
-    Scopes: fleet, tenant:X, worker_type:Y, model:M, job:J; metrics: spent_usd and
-    reserved_usd (nano-USD), spent_tokens, reserved_tokens, calls, saved_cache_usd,
-    saved_tiering_usd. TTL: to the window's end plus SPEND_WINDOW_GRACE_S.
+    Scopes: fleet, tenant:X, worker_type:Y, model:M (a job counts in spend_job only);
+    metrics: spent_usd (nano-USD), spent_tokens, calls, saved_cache_usd, saved_tiering_usd,
+    overrun_usd, and reserved_usd and reserved_tokens where a limit reads them and for the
+    fleet. TTL: to the window's end plus SPEND_WINDOW_GRACE_S.
     """
     return f"{PREFIX}:{{spend}}:{window_code}:{bucket}"
 

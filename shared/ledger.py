@@ -263,6 +263,10 @@ def plan_counters(
     """The counter keys (with TTLs) a reservation touches, and each counter's limits.
 
     Counters are checked in order: job lifetime, then every scope's hour, then its day.
+    A job is counted in its own counter only: the windows stay as small as the fleet's
+    tenants, worker types and models, however many jobs a day runs. Each counter says
+    whether the call's hold is counted in it: where a limit reads it, and the fleet's
+    (the report's reserved line); elsewhere a hold would be two writes nothing reads.
     job_ttl_s: the least TTL the job's counter keeps.
     """
     counter_keys: list[str] = []
@@ -278,20 +282,28 @@ def plan_counters(
     def cap(usd: float | None) -> int:
         return -1 if usd is None else to_nano(usd)
 
+    def counter(i: int, label: str, usd: int, tokens: int, window: str) -> list[Any]:
+        holds = usd >= 0 or tokens >= 0 or label == "fleet"
+        return [i, label, usd, tokens, window, int(holds)]
+
     for s in scopes:
         if s.kind is ScopeKind.JOB:
             i = index(keys.spend_job(s.name), job_ttl_s)
             tokens = -1 if s.budget_tokens is None else s.budget_tokens
-            counters.append([i, s.label, cap(s.budget_usd), tokens, "lifetime"])
+            counters.append(counter(i, s.label, cap(s.budget_usd), tokens, "lifetime"))
     for window in Window:
         bucket, _, end = window_bounds(window, now)
         ttl = math.ceil(end - now) + keys.SPEND_WINDOW_GRACE_S
         i = index(keys.spend_window(window.code, bucket), ttl)
         for s in scopes:
-            usd = s.hourly_usd if window is Window.HOUR else s.daily_usd
-            counters.append([i, s.label, cap(usd), -1, window.value])
+            if s.kind is not ScopeKind.JOB:
+                usd = s.hourly_usd if window is Window.HOUR else s.daily_usd
+                counters.append(counter(i, s.label, cap(usd), -1, window.value))
         if model:
-            counters.append([i, f"model:{model}", -1, -1, window.value])
+            counters.append(counter(i, f"model:{model}", -1, -1, window.value))
+        window_counters = [c for c in counters if c[0] == i]
+        if window_counters and not any(c[5] for c in window_counters):
+            window_counters[0][5] = 1  # a hold makes the window: settlement counts only in one
     return counter_keys, ttls, counters
 
 
@@ -551,8 +563,22 @@ class Ledger:
         return SpendReport(window, bucket, start, end, _scopes(raw))
 
     def job_spend(self, job_id: str) -> ScopeSpend:
-        """A job's lifetime spend and holds."""
+        """A job's lifetime spend (and its holds, when it has a budget to read them)."""
         return _scopes(self._r.hgetall(keys.spend_job(job_id))).get(f"job:{job_id}", ScopeSpend())
+
+    def job_spends(self) -> dict[str, ScopeSpend]:
+        """Every kept job's lifetime spend, by job id (one SCAN: for operator commands).
+
+        The hour and day windows do not count jobs (they would grow with every job); a
+        job's counter lives as long as the job does.
+        """
+        prefix = keys.spend_job("")
+        names = scan_names(self._r, keys.spend_job("*"))
+        found: dict[str, ScopeSpend] = {}
+        for key, raw in read_each(self._r, names, lambda pipe, key: pipe.hgetall(key)):
+            job_id = key[len(prefix) :]
+            found[job_id] = _scopes(raw).get(f"job:{job_id}", ScopeSpend())
+        return found
 
     def call_records(self, call_ids: Iterable[str]) -> dict[str, CallRecord]:
         """The records of these call ids that exist (read only, READ_BATCH a round trip).

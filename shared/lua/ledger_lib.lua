@@ -1,14 +1,16 @@
 -- Prepended to every ledger script. Amounts are integers (USD in nano-dollars, tokens) kept
 -- as strings end to end: Lua numbers would be printed in exponent form past 1e14.
 -- A call record (HASH fl:{spend}:call:<id>) holds state (reserved | settled | released |
--- expired), usd, tokens, keys (JSON list of the counter keys it holds), counters (JSON
+-- expired), usd, tokens, keys (JSON list of the counter keys it counts in), counters (JSON
 -- [[key indexes into keys, scope], ...]; a record written before keys existed names the key
--- itself: [[key, scope], ...]), job (the index of the job's counter in keys) and keep (the
--- TTL that counter keeps at least from the settlement). Those keys come from the record, not
--- KEYS: every ledger key shares the {spend} hash tag, so they live in the script's slot on
--- a cluster too. The job's counter names each call id (field ARGV `call field`): `r`
--- reserved, `-` released, `<usd>,<tokens>` settled; it outlives the record, and a record
--- with a job's counter goes at settlement or release: from then on the counter answers.
+-- itself: [[key, scope], ...]), holds (the same, for the counters its hold is counted in;
+-- a record of before without it held in all of them), job (the index of the job's counter
+-- in keys) and keep (the TTL that counter keeps at least from the settlement). Those keys
+-- come from the record, not KEYS: every ledger key shares the {spend} hash tag, so they
+-- live in the script's slot on a cluster too. The job's counter names each call id (field
+-- ARGV `call field`): `r` reserved, `-` released, `<usd>,<tokens>` settled; it outlives
+-- the record, and a record with a job's counter goes at settlement or release: from then
+-- on the counter answers.
 local function neg(amount)
   if amount == "0" then return "0" end
   return "-" .. amount
@@ -98,9 +100,9 @@ end
 local function sweep(holds, now, limit)
   local expired = redis.call("ZRANGEBYSCORE", holds, "-inf", now, "LIMIT", 0, limit)
   for _, call in ipairs(expired) do
-    local rec = redis.call("HMGET", call, "state", "usd", "tokens", "counters", "keys")
+    local rec = redis.call("HMGET", call, "state", "usd", "tokens", "counters", "keys", "holds")
     if rec[1] == "reserved" then
-      unhold(held(rec[5], rec[4]), rec[2], rec[3])
+      unhold(held(rec[5], rec[6] or rec[4]), rec[2], rec[3])
       rate_adjust(call, -tonumber(rec[3]))
       redis.call("HSET", call, "state", "expired")
     end

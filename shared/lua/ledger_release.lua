@@ -5,7 +5,8 @@
 -- Returns {1, previous state} when released now, {0, state} when already settled or
 -- released, {-1, "unknown"} when there is no such call record.
 local call, holds = KEYS[1], KEYS[2]
-local rec = redis.call("HMGET", call, "state", "usd", "tokens", "counters", "keys", "job")
+local rec = redis.call("HMGET", call, "state", "usd", "tokens", "counters", "keys", "job",
+  "holds")
 if not rec[1] then
   local kept = kept_state(ARGV[1], ARGV[2])
   if kept then return {0, kept} end
@@ -13,7 +14,7 @@ if not rec[1] then
 end
 if rec[1] ~= "reserved" and rec[1] ~= "expired" then return {0, rec[1]} end
 if rec[1] == "reserved" then
-  unhold(held(rec[5], rec[4]), rec[2], rec[3])
+  unhold(held(rec[5], rec[7] or rec[4]), rec[2], rec[3])
   -- Its tokens go back; its request stays counted: a failed call was sent all the same.
   rate_adjust(call, -tonumber(rec[3]))
 end
@@ -23,7 +24,7 @@ if job and counter_answers(job, ARGV[1], ARGV[2]) then
   redis.call("DEL", call)
 else
   redis.call("HSET", call, "state", "released")
-  redis.call("HDEL", call, "delivery", "keep", "rate")
+  redis.call("HDEL", call, "delivery", "keep", "rate", "holds")
 end
 redis.call("ZREM", holds, call)
 return {1, rec[1]}

@@ -2,7 +2,8 @@
 -- its API key's rate window, or nothing at all.
 -- KEYS: call, holds, each counter key once, then the rate window (when there is a limit)
 -- ARGV: now, hold_until, record_ttl_s, usd, tokens,
---       counters JSON [[key_index, scope, limit_usd, limit_tokens, window], ...] (-1 = none),
+--       counters JSON [[key_index, scope, limit_usd, limit_tokens, window, holds], ...]
+--         (-1 = no limit; holds: 1 when the call's hold is counted there, else 0),
 --       ttls JSON [ttl_s for KEYS[3], KEYS[4], ...] (each key is kept at least that long),
 --       delivery (who takes the hold),
 --       rate JSON {group, rpm, tpm, ttl, reset_ms} (-1 = none) or "" without a limit,
@@ -70,32 +71,44 @@ if ARGV[9] ~= "" then
     end
   end
 end
--- The record names each counter key once, and each scope once with the keys it holds.
-local by_scope, scopes = {}, {}
-for _, c in ipairs(counters) do
-  redis.call("HINCRBY", KEYS[c[1]], c[2] .. "|reserved_usd", usd)
-  redis.call("HINCRBY", KEYS[c[1]], c[2] .. "|reserved_tokens", tokens)
+-- The record names each counter key once, and each scope once with the keys it counts
+-- the call in (counters) and those it holds the call in (holds).
+local function add(by_scope, list, c)
   local s = by_scope[c[2]]
   if not s then
     s = {{}, c[2]}
     by_scope[c[2]] = s
-    scopes[#scopes + 1] = s
+    list[#list + 1] = s
   end
   s[1][#s[1] + 1] = c[1] - 2
 end
-local names = {}
-for i, ttl in ipairs(ttls) do
-  names[i] = KEYS[i + 2]
-  keep_at_least(KEYS[i + 2], ttl)
+local counted, scopes, holding, held_scopes = {}, {}, {}, {}
+for _, c in ipairs(counters) do
+  add(counted, scopes, c)
+  if c[6] == 1 then
+    redis.call("HINCRBY", KEYS[c[1]], c[2] .. "|reserved_usd", usd)
+    redis.call("HINCRBY", KEYS[c[1]], c[2] .. "|reserved_tokens", tokens)
+    add(holding, held_scopes, c)
+  end
 end
-local record = {"state", "reserved", "usd", usd, "tokens", tokens, "keys", cjson.encode(names),
-  "counters", cjson.encode(scopes), "delivery", ARGV[8]}
+local record = {"state", "reserved", "usd", usd, "tokens", tokens, "keys", "",
+  "counters", cjson.encode(scopes), "holds",
+  #held_scopes > 0 and cjson.encode(held_scopes) or "[]",
+  "delivery", ARGV[8]}
 if job then
   redis.call("HSET", KEYS[job], field, "r")
   if ARGV[11] ~= "" then redis.call("HSETNX", KEYS[job], "tenant", ARGV[11]) end
   record[#record + 1], record[#record + 2] = "job", job - 2
   if ARGV[12] ~= "" then record[#record + 1], record[#record + 2] = "keep", ARGV[12] end
 end
+-- Every counter key exists by now (a hold or the job's call id was written to it): a
+-- settlement counts only in keys that still exist.
+local names = {}
+for i, ttl in ipairs(ttls) do
+  names[i] = KEYS[i + 2]
+  keep_at_least(KEYS[i + 2], ttl)
+end
+record[8] = cjson.encode(names)
 if rate then
   redis.call("HINCRBY", rate_key, "requests", 1)
   redis.call("HINCRBY", rate_key, "tokens", tokens)

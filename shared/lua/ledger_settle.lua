@@ -11,7 +11,7 @@
 -- settled or released, {-1, "unknown"} when there is no such call record.
 local call, holds = KEYS[1], KEYS[2]
 local rec = redis.call("HMGET", call, "state", "usd", "tokens", "counters", "keys", "job",
-  "keep")
+  "keep", "holds")
 if not rec[1] then
   local kept = kept_state(ARGV[5], ARGV[6])
   if kept then return {0, kept} end
@@ -21,7 +21,7 @@ if rec[1] ~= "reserved" and rec[1] ~= "expired" then return {0, rec[1]} end
 local counters = held(rec[5], rec[4])
 local live = {}
 if rec[1] == "reserved" then
-  unhold(counters, rec[2], rec[3], live)
+  unhold(rec[8] and held(rec[5], rec[8]) or counters, rec[2], rec[3], live)
   rate_adjust(call, tonumber(ARGV[2]) - tonumber(rec[3]))
 else
   rate_adjust(call, tonumber(ARGV[2]))  -- the sweep gave the hold's tokens back
@@ -48,7 +48,7 @@ if job and counter_answers(job, ARGV[5], ARGV[6]) then
 else
   redis.call("HSET", call, "state", "settled", "actual_usd", ARGV[1], "actual_tokens", ARGV[2])
   -- What only a reserved record needs goes: the record lives on smaller until its TTL.
-  redis.call("HDEL", call, "delivery", "keep", "rate")
+  redis.call("HDEL", call, "delivery", "keep", "rate", "holds")
 end
 redis.call("ZREM", holds, call)
 return {1, rec[1]}

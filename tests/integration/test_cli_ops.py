@@ -104,11 +104,10 @@ def test_spend_reports_spent_saved_and_each_limit_headroom(
     monkeypatch.setenv("FLEETLINE_SPEND_WORKER_TYPE_HOURLY_USD", '{"analysis": 2}')
     record(redis_client, 0.1, "acme", "analysis", "sim-large")
     record(redis_client, 0.05, "globex", "extraction", "sim-small")
-    # A call in flight: held, not spent.
+    # A call in flight: held, not spent (under the limits the workers read too: a hold is
+    # counted where a limit reads it).
     ledger = Ledger(redis_client)
-    held = scopes_for(
-        SpendSettings.model_construct(), job_id="j2", tenant="acme", worker_type="analysis"
-    )
+    held = scopes_for(SpendSettings(), job_id="j2", tenant="acme", worker_type="analysis")
     assert ledger.reserve("in-flight", 0.2, 100, held, model="sim-large").ok
 
     code, out, _ = invoke("spend", "--json")

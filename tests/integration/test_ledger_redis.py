@@ -15,6 +15,7 @@ from fleetline.shared import keys
 from fleetline.shared.ledger import (
     Ledger,
     Scope,
+    ScopeKind,
     SpendSettings,
     parse_reserve,
     parse_settle,
@@ -62,7 +63,9 @@ def test_settle_charges_the_actual_cost_once(client: redis.Redis) -> None:
         assert report.by("tenant")["acme"].spent_usd == pytest.approx(0.04)
         assert report.by("agent")["analysis"].spent_tokens == 300
         assert report.by("model")["sim-large"].spent_usd == pytest.approx(0.04)
-        assert report.by("job")["j1"].spent_usd == pytest.approx(0.04)
+        assert "j1" not in report.by("job"), "a job counts in its own counter only"
+        assert report.by("tenant")["acme"].reserved_usd == 0, "no limit reads it: no hold"
+    assert ledger.job_spends()["j1"].spent_usd == pytest.approx(0.04)
     job = ledger.job_spend("j1")
     assert job.spent_usd == pytest.approx(0.04)
     assert (job.reserved_usd, job.spent_tokens) == (0, 300)
@@ -280,3 +283,19 @@ def test_a_call_that_cost_more_than_its_hold_is_charged_in_full_as_overrun(
     # Spend now stands past what was held: the scope's next calls see it.
     assert not ledger.reserve("c2", 0.35, 100, scopes, model="m", now=NOW).ok
     assert ledger.reserve("c3", 0.30, 100, scopes, model="m", now=NOW).ok
+
+
+def test_a_call_without_the_fleet_scope_or_any_limit_is_still_counted(
+    client: redis.Redis,
+) -> None:
+    ledger = Ledger(client)
+    only = [Scope(ScopeKind.TENANT, "solo")]
+    assert ledger.reserve("s1", 0.05, 10, only, now=NOW).ok
+    # Its first counter holds it, so each window exists and keeps its TTL for settlement.
+    hour = keys.spend_window("h", "2026112522")
+    assert client.ttl(hour) > 0
+    assert ledger.spend_report("hour", NOW).by("tenant")["solo"].reserved_usd == pytest.approx(0.05)
+    assert ledger.settle("s1", 0.03, 5, now=NOW + 1).applied
+    for window in ("hour", "day"):
+        solo = ledger.spend_report(window, NOW).by("tenant")["solo"]
+        assert (solo.spent_usd, solo.reserved_usd, solo.calls) == (pytest.approx(0.03), 0, 1)

@@ -34,7 +34,8 @@ def test_a_full_token_window_refuses_with_the_time_until_the_next(
     assert refused.refusal is not None and str(refused.refusal).startswith(
         "rate:openai-key minute tokens limit 1000 reached: headroom 400, call needs 600"
     )
-    assert ledger.job_spend("j1").reserved_usd == pytest.approx(0.01), "the refusal held nothing"
+    held = ledger.spend_report("hour", NOW).fleet.reserved_usd
+    assert held == pytest.approx(0.01), "the refusal held nothing"
     # The next minute is a window of its own.
     assert ledger.reserve("c2", 0.01, 600, SCOPES, now=NOW + 50, rate=KEY).ok
 

@@ -74,11 +74,15 @@ def test_a_call_is_counted_against_job_tenant_worker_type_and_fleet() -> None:
     ]
     # Windows expire just after they end; the job counter lives for the job's lifetime.
     assert ttls == [keys.SPEND_JOB_TTL_S, 30 + keys.SPEND_WINDOW_GRACE_S, 3630 + 3600]
-    assert counters[0] == [3, "job:j1", 500_000_000, 1000, "lifetime"]
-    assert [4, "tenant:acme", 1_000_000_000, -1, "hour"] in counters
-    assert [5, "fleet", 10_000_000_000, -1, "day"] in counters
-    assert [5, "model:sim-large", -1, -1, "day"] in counters
-    assert len(counters) == 1 + 2 * (4 + 1)
+    # Each counter ends with whether the call's hold is counted there: where a limit reads
+    # it, and the fleet's.
+    assert counters[0] == [3, "job:j1", 500_000_000, 1000, "lifetime", 1]
+    assert [4, "tenant:acme", 1_000_000_000, -1, "hour", 1] in counters
+    assert [4, "worker_type:analysis", -1, -1, "hour", 0] in counters
+    assert [5, "fleet", 10_000_000_000, -1, "day", 1] in counters
+    assert [5, "model:sim-large", -1, -1, "day", 0] in counters
+    # A job counts in its own counter only, never in the windows.
+    assert len(counters) == 1 + 2 * (3 + 1)
 
 
 def test_a_refusal_names_the_limit_and_its_headroom() -> None:
