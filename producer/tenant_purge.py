@@ -36,7 +36,7 @@ class PurgeCounts:
     """How many of each kind of record the purge removed."""
 
     jobs: int = 0
-    audit_streams: int = 0
+    audit_trails: int = 0
     traces: int = 0
     step_results: int = 0
     cache_entries: int = 0
@@ -131,8 +131,8 @@ class _Purge:
             if _job_id(key) not in self._jobs:
                 continue
             owned.append(key)
-            if key.endswith(":audit"):
-                self.counts.audit_streams += 1
+            if key.endswith((":trail", ":audit")):  # a trail, or one written as a stream
+                self.counts.audit_trails += 1
             elif key.endswith(":trace"):
                 self.counts.traces += 1
         results = [

@@ -22,7 +22,15 @@ def job(job_id: str) -> str:
 
 
 def job_audit(job_id: str) -> str:
-    """STREAM: one entry per state change of the job."""
+    """LIST: one entry per state change of the job, oldest first, each a JSON array of
+    field, value pairs. A list, not a stream: Redis allocates every stream's first node
+    4 KB ahead, more than a whole job's trail takes."""
+    return f"{PREFIX}:job:{{{job_id}}}:trail"
+
+
+def job_audit_stream(job_id: str) -> str:
+    """STREAM: a job's audit trail as Fleetline wrote it before job_audit (read, never
+    written: it goes with its job's TTL)."""
     return f"{PREFIX}:job:{{{job_id}}}:audit"
 
 

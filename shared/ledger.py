@@ -8,6 +8,7 @@ Windows are calendar-aligned UTC hours and days; amounts are kept as integer nan
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -47,7 +48,11 @@ class Window(StrEnum):
 
 def window_bounds(window: Window, now: float) -> tuple[str, float, float]:
     """(bucket, start, end) of the UTC hour or day holding `now`; bucket: 2026112522/20261125."""
-    start = math.floor(now / window.seconds) * window.seconds
+    return _bounds(window, math.floor(now / window.seconds) * window.seconds)
+
+
+@functools.lru_cache(maxsize=64)  # every reservation asks; the answer changes once an hour
+def _bounds(window: Window, start: int) -> tuple[str, float, float]:
     fmt = "%Y%m%d%H" if window is Window.HOUR else "%Y%m%d"
     return datetime.fromtimestamp(start, UTC).strftime(fmt), start, start + window.seconds
 
@@ -269,15 +274,22 @@ def plan_counters(
     (the report's reserved line); elsewhere a hold would be two writes nothing reads.
     job_ttl_s: the least TTL the job's counter keeps.
     """
-    counter_keys: list[str] = []
-    ttls: list[int] = []
-    counters: list[list[Any]] = []
+    bounds = tuple(window_bounds(window, now) for window in Window)
+    counter_keys, counters = _counter_plan(tuple(scopes), model, bounds)
+    windows = [math.ceil(end - now) + keys.SPEND_WINDOW_GRACE_S for _, _, end in bounds]
+    ttls = [job_ttl_s] * (len(counter_keys) - len(windows)) + windows
+    # Callers may change what they are given: each gets lists of its own.
+    return list(counter_keys), ttls, [list(c) for c in counters]
 
-    def index(key: str, ttl: int) -> int:
-        if key not in counter_keys:
-            counter_keys.append(key)
-            ttls.append(ttl)
-        return 3 + counter_keys.index(key)  # KEYS[1], KEYS[2] are the call and the holds
+
+@functools.lru_cache(maxsize=4096)  # a step's reservations plan the same counters
+def _counter_plan(
+    scopes: tuple[Scope, ...], model: str, bounds: tuple[tuple[str, float, float], ...]
+) -> tuple[tuple[str, ...], tuple[tuple[Any, ...], ...]]:
+    """plan_counters' keys (the job's first, then each window's) and counters."""
+    jobs = (keys.spend_job(s.name) for s in scopes if s.kind is ScopeKind.JOB)
+    counter_keys = list(dict.fromkeys(jobs))
+    counters: list[list[Any]] = []
 
     def cap(usd: float | None) -> int:
         return -1 if usd is None else to_nano(usd)
@@ -286,25 +298,25 @@ def plan_counters(
         holds = usd >= 0 or tokens >= 0 or label == "fleet"
         return [i, label, usd, tokens, window, int(holds)]
 
+    # KEYS[1], KEYS[2] are the call and the holds: counter keys start at KEYS[3].
     for s in scopes:
         if s.kind is ScopeKind.JOB:
-            i = index(keys.spend_job(s.name), job_ttl_s)
             tokens = -1 if s.budget_tokens is None else s.budget_tokens
+            i = 3 + counter_keys.index(keys.spend_job(s.name))
             counters.append(counter(i, s.label, cap(s.budget_usd), tokens, "lifetime"))
-    for window in Window:
-        bucket, _, end = window_bounds(window, now)
-        ttl = math.ceil(end - now) + keys.SPEND_WINDOW_GRACE_S
-        i = index(keys.spend_window(window.code, bucket), ttl)
+    for window, (bucket, _, _) in zip(Window, bounds, strict=True):
+        counter_keys.append(keys.spend_window(window.code, bucket))
+        i = 2 + len(counter_keys)
+        first = len(counters)
         for s in scopes:
             if s.kind is not ScopeKind.JOB:
                 usd = s.hourly_usd if window is Window.HOUR else s.daily_usd
                 counters.append(counter(i, s.label, cap(usd), -1, window.value))
         if model:
             counters.append(counter(i, f"model:{model}", -1, -1, window.value))
-        window_counters = [c for c in counters if c[0] == i]
-        if window_counters and not any(c[5] for c in window_counters):
-            window_counters[0][5] = 1  # a hold makes the window: settlement counts only in one
-    return counter_keys, ttls, counters
+        if first < len(counters) and not any(c[5] for c in counters[first:]):
+            counters[first][5] = 1  # a hold makes the window: settlement counts only in one
+    return tuple(counter_keys), tuple(tuple(c) for c in counters)
 
 
 def parse_reserve(reply: Any, delivery: str = "") -> Reservation:

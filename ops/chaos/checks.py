@@ -17,6 +17,7 @@ import redis
 from fleetline.shared import keys
 from fleetline.shared.ledger import Ledger, Window
 from fleetline.shared.schemas import JobStatus
+from fleetline.shared.state import StateStore
 from ops.chaos.harness import ChaosFleet, Submitted
 
 FLEETLINE = str(Path(sys.executable).with_name("fleetline"))
@@ -74,12 +75,8 @@ def wait_terminal(
 
 def recorded_twice(client: redis.Redis, job_id: str) -> int:
     """Steps of the job the audit says were recorded more than once."""
-    entries: Any = client.xrange(keys.job_audit(job_id)) or []
-    counts = Counter(
-        fields.get(b"subtask")
-        for _, fields in entries
-        if fields.get(b"action") == b"subtask_recorded"
-    )
+    trail = StateStore(client, finished_ttl_s=0).audit(job_id)
+    counts = Counter(e.fields.get("subtask") for e in trail if e.action == "subtask_recorded")
     return sum(1 for n in counts.values() if n > 1)
 
 

@@ -6,6 +6,7 @@ apply; the in-memory breakers use them directly.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -122,6 +123,7 @@ class Breakers(Protocol):
     def snapshot(self, name: str) -> BreakerSnapshot: ...
 
 
+@functools.lru_cache(maxsize=4096)  # a fleet has few names, and every call checks one
 def check_name(name: str) -> str:
     """The name if it can name a breaker (`worker_type:model`, no spaces or braces)."""
     if len(name) > _MAX_NAME or not _NAME.match(name):

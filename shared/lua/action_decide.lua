@@ -33,7 +33,7 @@ end
 local version = redis.call("HINCRBY", job, "version", 1)
 redis.call("HSET", job, "waiting_for", #left > 0 and cjson.encode(left) or "[]",
   "updated_at", ARGV[6])
-redis.call("XADD", audit, "*", "actor", ARGV[4], "action", "action_" .. ARGV[3],
-  "version", version, "action_id", id, "reason", ARGV[5], "at", ARGV[6])
+redis.call("RPUSH", audit, cjson.encode({"actor", ARGV[4], "action", "action_" .. ARGV[3],
+  "version", version, "action_id", id, "reason", ARGV[5], "at", ARGV[6]}))
 redis.call("EXPIRE", actions, ARGV[7])
 return {1, ARGV[3], tonumber(counts[1] or 0), acts}

@@ -21,6 +21,6 @@ redis.call("EXPIRE", actions, ARGV[6])
 -- A job gone (aged out) gets no record back: its keys would live without a TTL.
 if not exists then return {1, -1, -1} end
 local acts = redis.call("HINCRBY", job, "actions_open", -1)
-redis.call("XADD", audit, "*", "actor", ARGV[5], "action", "action_" .. ended,
-  "action_id", id, "at", ARGV[4])
+redis.call("RPUSH", audit, cjson.encode({"actor", ARGV[5], "action", "action_" .. ended,
+  "action_id", id, "at", ARGV[4]}))
 return {1, counts[1], acts}

@@ -32,8 +32,8 @@ for i = 7, #ARGV, 4 do
   end
   redis.call("HSET", actions, id, entry, id .. ":decision", decision, id .. ":state", state,
     id .. ":attempts", 0)
-  redis.call("XADD", audit, "*", "actor", ARGV[5], "action", "action_reviewed",
-    "action_id", id, "decision", decision, "entry", entry, "at", ARGV[4])
+  redis.call("RPUSH", audit, cjson.encode({"actor", ARGV[5], "action", "action_reviewed",
+    "action_id", id, "decision", decision, "entry", entry, "at", ARGV[4]}))
 end
 local version = redis.call("HINCRBY", job, "version", 1)
 local drafts = redis.call("HINCRBY", job, "drafts_open", -1)

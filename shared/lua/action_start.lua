@@ -19,7 +19,7 @@ if status ~= "running" then return {-2, status} end
 local attempt = redis.call("HINCRBY", actions, id .. ":attempts", 1)
 redis.call("HSET", actions, id .. ":state", "started", id .. ":started_at", ARGV[3],
   id .. ":key", ARGV[2])
-redis.call("XADD", audit, "*", "actor", ARGV[4], "action", "action_started",
-  "action_id", id, "idempotency_key", ARGV[2], "attempt", attempt, "at", ARGV[3])
+redis.call("RPUSH", audit, cjson.encode({"actor", ARGV[4], "action", "action_started",
+  "action_id", id, "idempotency_key", ARGV[2], "attempt", attempt, "at", ARGV[3]}))
 redis.call("EXPIRE", actions, ARGV[5])
 return {1, attempt}

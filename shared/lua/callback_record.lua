@@ -17,8 +17,8 @@ end
 local flat = {}
 for k, v in pairs(cjson.decode(ARGV[4])) do flat[#flat + 1] = k; flat[#flat + 1] = v end
 local action = outcome == "refused" and "callback_refused" or "callback_attempt"
-redis.call("XADD", audit, "*", "actor", actor, "action", action, "version", version,
-  "attempt", attempt, "at", now, unpack(flat))
+redis.call("RPUSH", audit, cjson.encode({"actor", actor, "action", action, "version", version,
+  "attempt", attempt, "at", now, unpack(flat)}))
 if redis.call("HGET", attempts, job_id) ~= attempt then return 0 end
 if outcome == "retry" then
   redis.call("ZADD", due, ARGV[5], job_id)
@@ -33,7 +33,7 @@ end
 redis.call("ZREM", due, job_id)
 redis.call("HDEL", attempts, job_id)
 if outcome ~= "refused" then
-  redis.call("XADD", audit, "*", "actor", actor, "action", "callback_" .. outcome,
-    "version", version, "attempts", attempt, "at", now)
+  redis.call("RPUSH", audit, cjson.encode({"actor", actor, "action", "callback_" .. outcome,
+    "version", version, "attempts", attempt, "at", now}))
 end
 return 1

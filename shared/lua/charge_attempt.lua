@@ -8,6 +8,7 @@ if redis.call("EXISTS", job) == 0 then return 0 end
 if not redis.call("SET", once, "1", "NX", "EX", ARGV[6]) then return 0 end
 local version = redis.call("HINCRBY", job, "version", 1)
 redis.call("HINCRBYFLOAT", job, "cost_usd", ARGV[1])
-redis.call("XADD", audit, "*", "actor", ARGV[4], "action", "attempt_charged", "version", version,
-  "subtask", ARGV[2], "attempt", ARGV[3], "cost_usd", ARGV[1], "at", ARGV[5])
+redis.call("RPUSH", audit, cjson.encode({
+  "actor", ARGV[4], "action", "attempt_charged", "version", version,
+  "subtask", ARGV[2], "attempt", ARGV[3], "cost_usd", ARGV[1], "at", ARGV[5]}))
 return 1

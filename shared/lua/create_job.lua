@@ -22,8 +22,8 @@ for k, v in pairs(fields) do flat[#flat + 1] = k; flat[#flat + 1] = v end
 redis.call("HSET", job, "version", 1, "status", "running", "created_at", ARGV[5],
   "cost_usd", 0, "idem_key", idem, unpack(flat))
 redis.call("EXPIRE", job, ttl)
-redis.call("XADD", audit, "*", "actor", ARGV[6], "action", "created", "version", 1,
-  "status", "running", "at", ARGV[5])
+redis.call("RPUSH", audit, cjson.encode({"actor", ARGV[6], "action", "created", "version", 1,
+  "status", "running", "at", ARGV[5]}))
 redis.call("EXPIRE", audit, ttl)
 redis.call("ZADD", deadlines, ARGV[3], job_id)
 return {1, job_id}

@@ -20,7 +20,7 @@ if ARGV[2] == "" then
 else
   redis.call("HSET", job, "round", ARGV[2])
 end
-redis.call("XADD", audit, "*", "actor", ARGV[8], "action", action, "version", version,
+redis.call("RPUSH", audit, cjson.encode({"actor", ARGV[8], "action", action, "version", version,
   "round", ARGV[2] ~= "" and ARGV[2] or ARGV[1], "agreement", ARGV[5], "stop", ARGV[6],
-  "at", ARGV[7])
+  "at", ARGV[7]}))
 return {1, version}

@@ -29,6 +29,7 @@ end
 if answered < tonumber(ARGV[5]) and done < tonumber(ARGV[4]) then return {0, "waiting"} end
 redis.call("HSET", rounds, at .. "closed", ARGV[6], at .. "closer", ARGV[2])
 local version = redis.call("HINCRBY", job, "version", 1)
-redis.call("XADD", audit, "*", "actor", ARGV[8], "action", "round_closed", "version", version,
-  "round", ARGV[1], "answered", answered, "turns", done, "at", ARGV[6])
+redis.call("RPUSH", audit, cjson.encode({
+  "actor", ARGV[8], "action", "round_closed", "version", version,
+  "round", ARGV[1], "answered", answered, "turns", done, "at", ARGV[6]}))
 return {1, version}

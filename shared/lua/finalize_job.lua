@@ -17,8 +17,11 @@ local version = redis.call("HINCRBY", job, "version", 1)
 redis.call("HINCRBYFLOAT", job, "cost_usd", ARGV[5])
 redis.call("HSET", job, "status", ARGV[2], "completeness", ARGV[3], "result", ARGV[4],
   "finished_at", ARGV[7], "updated_at", ARGV[7])
-redis.call("XADD", audit, "*", "actor", ARGV[6], "action", "finalised", "version", version,
-  "status", ARGV[2], "completeness", ARGV[3], "reason", ARGV[9], "at", ARGV[7])
+-- A fan-out's join message is sent only while the job runs: a final job keeps none of it.
+redis.call("HDEL", job, "fan_in")
+redis.call("RPUSH", audit, cjson.encode({
+  "actor", ARGV[6], "action", "finalised", "version", version,
+  "status", ARGV[2], "completeness", ARGV[3], "reason", ARGV[9], "at", ARGV[7]}))
 redis.call("ZREM", deadlines, ARGV[1])
 local ttl = tonumber(ARGV[8])
 redis.call("EXPIRE", job, ttl)

@@ -26,7 +26,8 @@ for _, key in ipairs({job, audit, outcomes}) do redis.call("EXPIRE", key, ttl) e
 -- Checkpoints outlive the record they belong to: only ever lengthened here.
 if redis.call("TTL", checkpoints) < ttl then redis.call("EXPIRE", checkpoints, ttl) end
 if current[3] and current[3] ~= "" then redis.call("EXPIRE", current[3], ttl) end
-redis.call("XADD", audit, "*", "actor", ARGV[10], "action", "resumed", "version", version,
+redis.call("RPUSH", audit, cjson.encode({
+  "actor", ARGV[10], "action", "resumed", "version", version,
   "status", "running", "run", ARGV[3], "from", ARGV[11], "model", ARGV[12],
-  "deadline_at", ARGV[7], "at", ARGV[9])
+  "deadline_at", ARGV[7], "at", ARGV[9]}))
 return {1, version}

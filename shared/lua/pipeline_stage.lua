@@ -38,8 +38,8 @@ if ARGV[4] == "1" then
 end
 redis.call("HSET", job, "stages", cjson.encode(stages), "updated_at", ARGV[10])
 redis.call("EXPIRE", checkpoints, tonumber(ARGV[11]))
-redis.call("XADD", audit, "*", "actor", ARGV[12], "action", action, "version", version,
+redis.call("RPUSH", audit, cjson.encode({"actor", ARGV[12], "action", action, "version", version,
   "stage", entry.name, "run", ARGV[1], "subtask", ARGV[3], "status", ARGV[6],
-  "cost_usd", ARGV[8], "at", ARGV[10])
+  "cost_usd", ARGV[8], "at", ARGV[10]}))
 if current[2] ~= "running" then return {2, version} end
 return {1, version}

@@ -28,6 +28,7 @@ if redis.call("HSETNX", outcomes, ARGV[1], ARGV[2]) == 0 then return {0, 0, fan_
 if ttl > 0 then redis.call("EXPIRE", outcomes, ttl) end
 local version = redis.call("HINCRBY", job, "version", 1)
 redis.call("HINCRBYFLOAT", job, "cost_usd", ARGV[3])
-redis.call("XADD", audit, "*", "actor", ARGV[5], "action", "subtask_recorded", "version", version,
-  "subtask", ARGV[1], "status", ARGV[4], "cost_usd", ARGV[3], "at", ARGV[6])
+redis.call("RPUSH", audit, cjson.encode({
+  "actor", ARGV[5], "action", "subtask_recorded", "version", version,
+  "subtask", ARGV[1], "status", ARGV[4], "cost_usd", ARGV[3], "at", ARGV[6]}))
 return {1, version, fan_in_due(true)}

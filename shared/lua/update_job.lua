@@ -19,6 +19,6 @@ local flat = {}
 for k, v in pairs(changes) do flat[#flat + 1] = k; flat[#flat + 1] = v end
 local version = redis.call("HINCRBY", job, "version", 1)
 if #flat > 0 then redis.call("HSET", job, "updated_at", ARGV[5], unpack(flat)) end
-redis.call("XADD", audit, "*", "actor", ARGV[3], "action", ARGV[4], "version", version,
-  "changes", ARGV[2], "at", ARGV[5])
+redis.call("RPUSH", audit, cjson.encode({"actor", ARGV[3], "action", ARGV[4], "version", version,
+  "changes", ARGV[2], "at", ARGV[5]}))
 return {version}

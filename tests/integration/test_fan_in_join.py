@@ -106,6 +106,7 @@ def test_a_job_the_watchdog_ended_sends_no_fan_in(producer: Producer) -> None:
     # The late outcome is kept (and charged), but the job stays as the watchdog left it.
     assert _record(producer, job_id, steps[-1]) == (True, None)
     assert producer.store.get(job_id).status is JobStatus.DEGRADED
+    assert "fan_in" not in producer.store.raw(job_id), "a final job keeps no join message"
 
 
 def test_steps_are_sent_without_a_callback_and_store_no_result(producer: Producer) -> None:

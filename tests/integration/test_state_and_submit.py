@@ -89,7 +89,15 @@ def test_stale_version_update_raises_and_audit_has_one_entry_per_update(
     assert store.raw("j1")["note"] == "c"
     audit = store.audit("j1")
     assert [(e.actor, e.version) for e in audit] == [("producer", 1), ("alice", 2), ("carol", 3)]
+    assert [e.id for e in audit] == ["1", "2", "3"]
+    assert audit[1].fields["changes"] == '{"note": "a"}' and float(audit[1].fields["at"]) > 0
     assert v3 == 3
+    assert redis_client.type(keys.job_audit("j1")) == b"list"
+    # A trail begun as a stream, before the list (a job of an earlier release), reads whole.
+    redis_client.xadd(keys.job_audit_stream("j1"), {"actor": "old", "action": "created"})
+    trail = store.audit("j1")
+    assert [e.actor for e in trail] == ["old", "producer", "alice", "carol"]
+    assert trail[0].id.endswith("-0") and [e.id for e in trail[1:]] == ["2", "3", "4"]
 
 
 def test_a_retried_attempts_charge_is_added_to_its_job_once(

@@ -123,7 +123,7 @@ def test_approved_actions_are_delivered_once_and_blocked_hosts_never_contacted(
         "executed_at",
         "result",
     } <= set(hook)
-    # Every decision is in the audit stream; the drafts were charged as any step is.
+    # Every decision is in the audit trail; the drafts were charged as any step is.
     audit = fleet.store.audit(job.job_id)
     assert sum(1 for e in audit if e.action == "action_reviewed") == 4
     assert job.cost_usd > 0

@@ -105,7 +105,7 @@ def test_purge_leaves_nothing_of_the_tenant_and_all_of_the_others(
     done = purge(GONE)
     assert done.exit_code == 0, done.output
     removed = json.loads(done.stdout)["removed"]
-    assert removed["jobs"] == 2 and removed["audit_streams"] == 2
+    assert removed["jobs"] == 2 and removed["audit_trails"] == 2
     assert removed["keys"] == 1 and removed["dead_letters"] == 1
     assert removed["idempotency_keys"] == 1
     assert removed["cache_entries"] >= 1 and removed["spend_records"] >= 1

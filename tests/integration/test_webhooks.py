@@ -325,4 +325,4 @@ def test_the_callback_of_a_job_that_is_gone_is_dropped(redis_client: redis.Redis
     assert _sender(redis_client, answer).deliver_due() == 1
     assert sent == []
     assert redis_client.zcard(keys.callbacks_due()) == 0
-    assert not redis_client.exists(keys.job_audit(job_id)), "no audit stream made anew"
+    assert not redis_client.exists(keys.job_audit(job_id)), "no audit trail made anew"

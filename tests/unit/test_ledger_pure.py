@@ -140,3 +140,17 @@ def test_lookup_replies() -> None:
 def test_scope_labels() -> None:
     assert Scope(ScopeKind.FLEET).label == "fleet"
     assert Scope(ScopeKind.WORKER_TYPE, "analysis").label == "worker_type:analysis"
+
+
+def test_a_plan_is_the_callers_own_and_follows_the_clock() -> None:
+    scopes = [Scope(ScopeKind.JOB, "a"), Scope(ScopeKind.JOB, "b"), Scope(ScopeKind.FLEET)]
+    counter_keys, ttls, counters = plan_counters(scopes, "", NOW, job_ttl_s=77)
+    assert counter_keys[:2] == [keys.spend_job("a"), keys.spend_job("b")]
+    assert ttls[:2] == [77, 77]
+    assert [c[0] for c in counters[:2]] == [3, 4]
+    counters[0][5] = 9  # changing one plan changes no later one
+    again_keys, again_ttls, again = plan_counters(scopes, "", NOW + 20, job_ttl_s=77)
+    assert again[0][5] == 0 and again_keys == counter_keys
+    assert again_ttls[2] == ttls[2] - 20, "the hour's TTL counts down"
+    next_hour = plan_counters(scopes, "", NOW + 3600)[0]
+    assert next_hour[2] == keys.spend_window("h", "2026112523")
