@@ -1,4 +1,4 @@
-"""The job state store: versioned records with compare-and-set updates and an audit stream.
+"""The job state store: versioned records with compare-and-set updates and an audit trail.
 
 Every write is one Lua script, so a state change and its audit entry land together or not
 at all, and each subtask's bookkeeping is a single round trip.
