@@ -274,49 +274,61 @@ def plan_counters(
     (the report's reserved line); elsewhere a hold would be two writes nothing reads.
     job_ttl_s: the least TTL the job's counter keeps.
     """
-    bounds = tuple(window_bounds(window, now) for window in Window)
-    counter_keys, counters = _counter_plan(tuple(scopes), model, bounds)
-    windows = [math.ceil(end - now) + keys.SPEND_WINDOW_GRACE_S for _, _, end in bounds]
-    ttls = [job_ttl_s] * (len(counter_keys) - len(windows)) + windows
-    # Callers may change what they are given: each gets lists of its own.
-    return list(counter_keys), ttls, [list(c) for c in counters]
-
-
-@functools.lru_cache(maxsize=4096)  # a step's reservations plan the same counters
-def _counter_plan(
-    scopes: tuple[Scope, ...], model: str, bounds: tuple[tuple[str, float, float], ...]
-) -> tuple[tuple[str, ...], tuple[tuple[Any, ...], ...]]:
-    """plan_counters' keys (the job's first, then each window's) and counters."""
-    jobs = (keys.spend_job(s.name) for s in scopes if s.kind is ScopeKind.JOB)
-    counter_keys = list(dict.fromkeys(jobs))
-    counters: list[list[Any]] = []
-
-    def cap(usd: float | None) -> int:
-        return -1 if usd is None else to_nano(usd)
-
-    def counter(i: int, label: str, usd: int, tokens: int, window: str) -> list[Any]:
-        holds = usd >= 0 or tokens >= 0 or label == "fleet"
-        return [i, label, usd, tokens, window, int(holds)]
-
+    jobs = [s for s in scopes if s.kind is ScopeKind.JOB]
+    counter_keys = list(dict.fromkeys(keys.spend_job(s.name) for s in jobs))
     # KEYS[1], KEYS[2] are the call and the holds: counter keys start at KEYS[3].
-    for s in scopes:
-        if s.kind is ScopeKind.JOB:
-            tokens = -1 if s.budget_tokens is None else s.budget_tokens
-            i = 3 + counter_keys.index(keys.spend_job(s.name))
-            counters.append(counter(i, s.label, cap(s.budget_usd), tokens, "lifetime"))
+    counters = [
+        _counter(
+            3 + counter_keys.index(keys.spend_job(s.name)),
+            s.label,
+            _cap(s.budget_usd),
+            -1 if s.budget_tokens is None else s.budget_tokens,
+            "lifetime",
+        )
+        for s in jobs
+    ]
+    ttls = [job_ttl_s] * len(counter_keys)
+    bounds = tuple(window_bounds(window, now) for window in Window)
+    others = tuple(s for s in scopes if s.kind is not ScopeKind.JOB)
+    first = 3 + len(counter_keys)
+    for (_, _, end), (key, planned) in zip(
+        bounds, _window_plans(others, model, bounds), strict=True
+    ):
+        counters += [[first, *c] for c in planned]
+        counter_keys.append(key)
+        ttls.append(math.ceil(end - now) + keys.SPEND_WINDOW_GRACE_S)
+        first += 1
+    return counter_keys, ttls, counters
+
+
+def _cap(usd: float | None) -> int:
+    return -1 if usd is None else to_nano(usd)
+
+
+def _counter(i: int, label: str, usd: int, tokens: int, window: str) -> list[Any]:
+    """One counter of a plan; it holds the call where a limit reads it, and the fleet's."""
+    holds = usd >= 0 or tokens >= 0 or label == "fleet"
+    return [i, label, usd, tokens, window, int(holds)]
+
+
+@functools.lru_cache(maxsize=1024)  # the fleet's scopes and models are few; jobs are not here
+def _window_plans(
+    scopes: tuple[Scope, ...], model: str, bounds: tuple[tuple[str, float, float], ...]
+) -> tuple[tuple[str, tuple[tuple[Any, ...], ...]], ...]:
+    """Each window's key and counters (without their key index), for plan_counters."""
+    plans = []
     for window, (bucket, _, _) in zip(Window, bounds, strict=True):
-        counter_keys.append(keys.spend_window(window.code, bucket))
-        i = 2 + len(counter_keys)
-        first = len(counters)
-        for s in scopes:
-            if s.kind is not ScopeKind.JOB:
-                usd = s.hourly_usd if window is Window.HOUR else s.daily_usd
-                counters.append(counter(i, s.label, cap(usd), -1, window.value))
+        limits = [s.hourly_usd if window is Window.HOUR else s.daily_usd for s in scopes]
+        counters = [
+            _counter(0, s.label, _cap(usd), -1, window.value)[1:]
+            for s, usd in zip(scopes, limits, strict=True)
+        ]
         if model:
-            counters.append(counter(i, f"model:{model}", -1, -1, window.value))
-        if first < len(counters) and not any(c[5] for c in counters[first:]):
-            counters[first][5] = 1  # a hold makes the window: settlement counts only in one
-    return tuple(counter_keys), tuple(tuple(c) for c in counters)
+            counters.append(_counter(0, f"model:{model}", -1, -1, window.value)[1:])
+        if counters and not any(c[4] for c in counters):
+            counters[0][4] = 1  # a hold makes the window: settlement counts only in one
+        plans.append((keys.spend_window(window.code, bucket), tuple(map(tuple, counters))))
+    return tuple(plans)
 
 
 def parse_reserve(reply: Any, delivery: str = "") -> Reservation:

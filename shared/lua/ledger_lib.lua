@@ -30,6 +30,12 @@ local function held(keys_json, counters_json)
   return pairs_out
 end
 
+-- The {key, scope} pairs a record's hold is counted in: its holds field, or every
+-- counter for a record written before holds existed.
+local function holding(keys_json, holds_json, counters_json)
+  return held(keys_json, holds_json or counters_json)
+end
+
 -- The job's counter a record holds (nil when it holds none, or it is gone).
 local function job_counter(keys_json, job_index)
   if not keys_json or not job_index then return nil end
@@ -102,7 +108,7 @@ local function sweep(holds, now, limit)
   for _, call in ipairs(expired) do
     local rec = redis.call("HMGET", call, "state", "usd", "tokens", "counters", "keys", "holds")
     if rec[1] == "reserved" then
-      unhold(held(rec[5], rec[6] or rec[4]), rec[2], rec[3])
+      unhold(holding(rec[5], rec[6], rec[4]), rec[2], rec[3])
       rate_adjust(call, -tonumber(rec[3]))
       redis.call("HSET", call, "state", "expired")
     end

@@ -14,7 +14,7 @@ if not rec[1] then
 end
 if rec[1] ~= "reserved" and rec[1] ~= "expired" then return {0, rec[1]} end
 if rec[1] == "reserved" then
-  unhold(held(rec[5], rec[7] or rec[4]), rec[2], rec[3])
+  unhold(holding(rec[5], rec[7], rec[4]), rec[2], rec[3])
   -- Its tokens go back; its request stays counted: a failed call was sent all the same.
   rate_adjust(call, -tonumber(rec[3]))
 end

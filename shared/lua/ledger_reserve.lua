@@ -91,15 +91,9 @@ for _, c in ipairs(counters) do
     add(holding, held_scopes, c)
   end
 end
-local record = {"state", "reserved", "usd", usd, "tokens", tokens, "keys", "",
-  "counters", cjson.encode(scopes), "holds",
-  #held_scopes > 0 and cjson.encode(held_scopes) or "[]",
-  "delivery", ARGV[8]}
 if job then
   redis.call("HSET", KEYS[job], field, "r")
   if ARGV[11] ~= "" then redis.call("HSETNX", KEYS[job], "tenant", ARGV[11]) end
-  record[#record + 1], record[#record + 2] = "job", job - 2
-  if ARGV[12] ~= "" then record[#record + 1], record[#record + 2] = "keep", ARGV[12] end
 end
 -- Every counter key exists by now (a hold or the job's call id was written to it): a
 -- settlement counts only in keys that still exist.
@@ -108,7 +102,14 @@ for i, ttl in ipairs(ttls) do
   names[i] = KEYS[i + 2]
   keep_at_least(KEYS[i + 2], ttl)
 end
-record[8] = cjson.encode(names)
+local record = {"state", "reserved", "usd", usd, "tokens", tokens, "keys", cjson.encode(names),
+  "counters", cjson.encode(scopes), "holds",
+  #held_scopes > 0 and cjson.encode(held_scopes) or "[]",
+  "delivery", ARGV[8]}
+if job then
+  record[#record + 1], record[#record + 2] = "job", job - 2
+  if ARGV[12] ~= "" then record[#record + 1], record[#record + 2] = "keep", ARGV[12] end
+end
 if rate then
   redis.call("HINCRBY", rate_key, "requests", 1)
   redis.call("HINCRBY", rate_key, "tokens", tokens)

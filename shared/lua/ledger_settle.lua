@@ -21,7 +21,7 @@ if rec[1] ~= "reserved" and rec[1] ~= "expired" then return {0, rec[1]} end
 local counters = held(rec[5], rec[4])
 local live = {}
 if rec[1] == "reserved" then
-  unhold(rec[8] and held(rec[5], rec[8]) or counters, rec[2], rec[3], live)
+  unhold(holding(rec[5], rec[8], rec[4]), rec[2], rec[3], live)
   rate_adjust(call, tonumber(ARGV[2]) - tonumber(rec[3]))
 else
   rate_adjust(call, tonumber(ARGV[2]))  -- the sweep gave the hold's tokens back
