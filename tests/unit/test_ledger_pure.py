@@ -148,9 +148,11 @@ def test_a_plan_is_the_callers_own_and_follows_the_clock() -> None:
     assert counter_keys[:2] == [keys.spend_job("a"), keys.spend_job("b")]
     assert ttls[:2] == [77, 77]
     assert [c[0] for c in counters[:2]] == [3, 4]
-    counters[0][5] = 9  # changing one plan changes no later one
+    fleet_hour = counters[2][5]
+    counters[0][5] = counters[2][5] = 9  # changing one plan changes no later one
     again_keys, again_ttls, again = plan_counters(scopes, "", NOW + 20, job_ttl_s=77)
-    assert again[0][5] == 0 and again_keys == counter_keys
+    assert again[0][5] == 0 and again[2][5] == fleet_hour == 1
+    assert again_keys == counter_keys
     assert again_ttls[2] == ttls[2] - 20, "the hour's TTL counts down"
     next_hour = plan_counters(scopes, "", NOW + 3600)[0]
     assert next_hour[2] == keys.spend_window("h", "2026112523")
